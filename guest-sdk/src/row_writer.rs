@@ -1,0 +1,254 @@
+//! COPY-text rows, escaped so that no value can break the stream.
+
+use std::fmt::{self, Write as _};
+
+/// Bytes that COPY text must escape, with the letter that follows the backslash.
+const fn escape_table() -> [u8; 256] {
+    let mut table = [0u8; 256];
+    table[b'\\' as usize] = b'\\';
+    table[b'\t' as usize] = b't';
+    table[b'\n' as usize] = b'n';
+    table[b'\r' as usize] = b'r';
+    table[0] = b'0';
+    table
+}
+static ESCAPES: [u8; 256] = escape_table();
+
+/// Appends `value` to `out` escaped for PostgreSQL COPY text format.
+///
+/// Backslash, tab, newline and carriage return are written as backslash
+/// sequences. A NUL character cannot be stored in PostgreSQL text at all, so
+/// it is an error (nothing is appended then).
+pub fn escape_copy_text(value: &str, out: &mut Vec<u8>) -> Result<(), String> {
+    let bytes = value.as_bytes();
+    let start = out.len();
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc = ESCAPES[b as usize];
+        if esc == 0 {
+            continue;
+        }
+        if esc == b'0' {
+            out.truncate(start);
+            return Err("a value contains a NUL character, which PostgreSQL text cannot store".into());
+        }
+        out.extend_from_slice(&bytes[run..i]);
+        out.push(b'\\');
+        out.push(esc);
+        run = i + 1;
+    }
+    out.extend_from_slice(&bytes[run..]);
+    Ok(())
+}
+
+/// Collects the rows of one batch; hands out one [`Row`] at a time.
+#[derive(Debug)]
+pub struct RowWriter<'a> {
+    out: &'a mut Vec<u8>,
+    columns: usize,
+    rows: u32,
+    error: Option<String>,
+}
+
+impl<'a> RowWriter<'a> {
+    /// A writer appending rows of `columns` fields to `out`.
+    pub fn new(out: &'a mut Vec<u8>, columns: usize) -> Self {
+        RowWriter {
+            out,
+            columns,
+            rows: 0,
+            error: None,
+        }
+    }
+
+    /// The number of fields every row must have.
+    pub fn columns(&self) -> usize {
+        self.columns
+    }
+
+    /// Starts a row. Push exactly [`columns`](Self::columns) fields; the row
+    /// ends when it is dropped.
+    pub fn row(&mut self) -> Row<'_, 'a> {
+        Row {
+            writer: self,
+            fields: 0,
+        }
+    }
+
+    /// Rows written since the last [`take_outcome`](Self::take_outcome).
+    pub fn rows(&self) -> u32 {
+        self.rows
+    }
+
+    /// Ends one message: its row count, or the first error its rows hit
+    /// (a wrong field count or a NUL character). Resets the counters.
+    pub fn take_outcome(&mut self) -> Result<u32, String> {
+        let rows = std::mem::take(&mut self.rows);
+        match self.error.take() {
+            Some(error) => Err(error),
+            None => Ok(rows),
+        }
+    }
+
+    /// The bytes written so far.
+    pub fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// True when nothing has been written.
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty()
+    }
+
+    /// Drops everything written after byte `len` (used to discard a failed message).
+    pub fn truncate(&mut self, len: usize) {
+        self.out.truncate(len);
+    }
+
+    fn fail(&mut self, error: String) {
+        self.error.get_or_insert(error);
+    }
+}
+
+/// One row being written; it ends (with a newline) when dropped.
+#[derive(Debug)]
+pub struct Row<'w, 'a> {
+    writer: &'w mut RowWriter<'a>,
+    fields: usize,
+}
+
+impl Row<'_, '_> {
+    fn separate(&mut self) {
+        if self.fields > 0 {
+            self.writer.out.push(b'\t');
+        }
+        self.fields += 1;
+    }
+
+    /// Appends a text field.
+    pub fn push_str(&mut self, value: &str) -> &mut Self {
+        self.separate();
+        if let Err(e) = escape_copy_text(value, self.writer.out) {
+            self.writer.fail(e);
+        }
+        self
+    }
+
+    /// Appends a NULL field.
+    pub fn push_null(&mut self) -> &mut Self {
+        self.separate();
+        self.writer.out.extend_from_slice(b"\\N");
+        self
+    }
+
+    /// Appends an optional text field: NULL for `None`.
+    pub fn push_opt(&mut self, value: Option<&str>) -> &mut Self {
+        match value {
+            Some(v) => self.push_str(v),
+            None => self.push_null(),
+        }
+    }
+
+    /// Appends a field formatted with [`Display`](fmt::Display) (numbers, dates…).
+    pub fn push_display(&mut self, value: impl fmt::Display) -> &mut Self {
+        let mut field = self.field();
+        let _ = write!(field, "{value}");
+        self
+    }
+
+    /// Starts a field written in pieces, for values decoded on the fly.
+    pub fn field(&mut self) -> Field<'_> {
+        self.separate();
+        let writer = &mut *self.writer;
+        Field {
+            out: &mut *writer.out,
+            error: &mut writer.error,
+        }
+    }
+}
+
+impl Drop for Row<'_, '_> {
+    fn drop(&mut self) {
+        if self.fields != self.writer.columns {
+            let (fields, columns) = (self.fields, self.writer.columns);
+            self.writer.fail(format!(
+                "the converter wrote a row of {fields} fields for {columns} columns"
+            ));
+        }
+        self.writer.out.push(b'\n');
+        self.writer.rows += 1;
+    }
+}
+
+/// A text field written in pieces, each escaped.
+#[derive(Debug)]
+pub struct Field<'w> {
+    out: &'w mut Vec<u8>,
+    error: &'w mut Option<String>,
+}
+
+impl Field<'_> {
+    /// Appends text to the field.
+    pub fn push_str(&mut self, piece: &str) {
+        if let Err(e) = escape_copy_text(piece, self.out) {
+            self.error.get_or_insert(e);
+        }
+    }
+
+    /// Appends one character to the field.
+    pub fn push_char(&mut self, c: char) {
+        self.push_str(c.encode_utf8(&mut [0; 4]));
+    }
+}
+
+impl fmt::Write for Field<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.push_str(s);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn escaped(s: &str) -> Result<String, String> {
+        let mut out = Vec::new();
+        escape_copy_text(s, &mut out).map(|()| String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn escapes_the_four_copy_specials() {
+        assert_eq!(escaped("a\\b\tc\nd\re").unwrap(), "a\\\\b\\tc\\nd\\re");
+        assert_eq!(escaped("plain é ✓").unwrap(), "plain é ✓");
+        assert_eq!(escaped("").unwrap(), "");
+        assert_eq!(escaped("\\N").unwrap(), "\\\\N");
+    }
+
+    #[test]
+    fn nul_is_an_error_and_writes_nothing() {
+        let mut out = b"keep".to_vec();
+        assert!(escape_copy_text("a\0b", &mut out).unwrap_err().contains("NUL"));
+        assert_eq!(out, b"keep");
+    }
+
+    #[test]
+    fn rows_have_separators_nulls_and_newlines() {
+        let mut out = Vec::new();
+        let mut w = RowWriter::new(&mut out, 3);
+        w.row().push_str("x").push_null().push_display(42);
+        w.row().push_opt(None).push_opt(Some("y\tz")).field().push_char('é');
+        assert_eq!(w.take_outcome(), Ok(2));
+        assert_eq!(out, b"x\t\\N\t42\n\\N\ty\\tz\t\xc3\xa9\n");
+    }
+
+    #[test]
+    fn wrong_field_count_fails_the_message() {
+        let mut out = Vec::new();
+        let mut w = RowWriter::new(&mut out, 2);
+        w.row().push_str("only one");
+        let err = w.take_outcome().unwrap_err();
+        assert_eq!(err, "the converter wrote a row of 1 fields for 2 columns");
+        assert_eq!(w.take_outcome(), Ok(0), "outcome resets after each message");
+    }
+}
