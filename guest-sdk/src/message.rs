@@ -46,9 +46,7 @@ impl<'a> Message<'a> {
 
     /// The value as UTF-8 text; an error if it is not UTF-8.
     pub fn value_str(&self) -> Result<Option<&'a str>, String> {
-        self.value
-            .map(|v| utf8(v, "value"))
-            .transpose()
+        self.value.map(|v| utf8(v, "value")).transpose()
     }
 
     /// The key as UTF-8 text; an error if it is not UTF-8.

@@ -30,7 +30,9 @@ pub fn escape_copy_text(value: &str, out: &mut Vec<u8>) -> Result<(), String> {
         }
         if esc == b'0' {
             out.truncate(start);
-            return Err("a value contains a NUL character, which PostgreSQL text cannot store".into());
+            return Err(
+                "a value contains a NUL character, which PostgreSQL text cannot store".into(),
+            );
         }
         out.extend_from_slice(&bytes[run..i]);
         out.push(b'\\');
@@ -228,7 +230,9 @@ mod tests {
     #[test]
     fn nul_is_an_error_and_writes_nothing() {
         let mut out = b"keep".to_vec();
-        assert!(escape_copy_text("a\0b", &mut out).unwrap_err().contains("NUL"));
+        assert!(escape_copy_text("a\0b", &mut out)
+            .unwrap_err()
+            .contains("NUL"));
         assert_eq!(out, b"keep");
     }
 
@@ -237,7 +241,11 @@ mod tests {
         let mut out = Vec::new();
         let mut w = RowWriter::new(&mut out, 3);
         w.row().push_str("x").push_null().push_display(42);
-        w.row().push_opt(None).push_opt(Some("y\tz")).field().push_char('é');
+        w.row()
+            .push_opt(None)
+            .push_opt(Some("y\tz"))
+            .field()
+            .push_char('é');
         assert_eq!(w.take_outcome(), Ok(2));
         assert_eq!(out, b"x\t\\N\t42\n\\N\ty\\tz\t\xc3\xa9\n");
     }

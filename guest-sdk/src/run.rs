@@ -110,10 +110,7 @@ impl<C: Converter + PluginInfo> Guest for Export<C> {
                         value: h.value.and_then(|v| span(&input.data, v)),
                     })
                     .collect();
-                let messages = input
-                    .messages
-                    .iter()
-                    .map(|m| view(&input, &headers, m));
+                let messages = input.messages.iter().map(|m| view(&input, &headers, m));
                 convert_batch(converter, *columns, messages, &mut out);
             }
             None => out.outcomes.extend(

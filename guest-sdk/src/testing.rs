@@ -9,7 +9,12 @@ pub fn convert_messages<C: Converter>(
     messages: &[Message<'_>],
 ) -> BatchOutput {
     let mut out = BatchOutput::default();
-    convert_batch(converter, columns, messages.iter().cloned().map(Ok), &mut out);
+    convert_batch(
+        converter,
+        columns,
+        messages.iter().cloned().map(Ok),
+        &mut out,
+    );
     out
 }
 
@@ -27,9 +32,7 @@ pub fn convert_value<C: Converter>(
     };
     let out = convert_messages(converter, columns, &[message]);
     match out.outcomes.into_iter().next() {
-        Some(Outcome::Rows(_)) => {
-            Ok(String::from_utf8(out.copy_text).expect("COPY text is UTF-8"))
-        }
+        Some(Outcome::Rows(_)) => Ok(String::from_utf8(out.copy_text).expect("COPY text is UTF-8")),
         Some(Outcome::Failed(reason)) => Err(reason),
         None => unreachable!("one outcome per message"),
     }
