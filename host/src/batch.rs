@@ -133,14 +133,20 @@ impl BatchBuilder {
 
     /// A batch of just message `i` of this one (to retry a message alone).
     pub fn single(&self, i: usize) -> BatchBuilder {
-        let m = &self.batch.messages[i];
-        let headers = &self.batch.headers
-            [m.header_start as usize..(m.header_start + m.header_count) as usize];
-        let data = &self.batch.data;
-        let text = |s: Span| &data[s.start as usize..(s.start + s.len) as usize];
         let mut one = BatchBuilder::new();
-        one.push(
-            self.message(i),
+        one.append_from(self, i);
+        one
+    }
+
+    /// Appends message `i` of `other`, headers included.
+    pub fn append_from(&mut self, other: &BatchBuilder, i: usize) {
+        let m = &other.batch.messages[i];
+        let headers = &other.batch.headers
+            [m.header_start as usize..(m.header_start + m.header_count) as usize];
+        let data = &other.batch.data;
+        let text = |s: Span| &data[s.start as usize..(s.start + s.len) as usize];
+        self.push(
+            other.message(i),
             headers.iter().map(|h| {
                 (
                     std::str::from_utf8(text(h.key)).unwrap_or_default(),
@@ -148,7 +154,6 @@ impl BatchBuilder {
                 )
             }),
         );
-        one
     }
 }
 

@@ -12,8 +12,15 @@ mod batch;
 mod bindings;
 mod config;
 mod conversion;
+mod convert_lines;
 mod converter;
 mod copy_rows;
+mod demo;
+mod kafka;
+mod pipeline;
+mod postgres;
+mod sink;
+mod writer;
 
 pub use batch::{BatchBuilder, MessageRef};
 pub use bindings::{Column, PluginInfo};
@@ -22,5 +29,10 @@ pub use config::{
     ErrorTolerance, PluginConfig, SinkConfig,
 };
 pub use conversion::{Conversion, Converter};
+pub use convert_lines::{convert_lines, ConvertError, ConvertSummary};
 pub use converter::{ConverterInstance, Plugin, PluginError, Runtime, BUNDLED_PATH_PARSER};
 pub use copy_rows::check_rows;
+pub use demo::{demo, DemoArgs};
+pub use postgres::{connect, quote_ident, DbError, Target, INSTALL_SQL, UNINSTALL_SQL};
+pub use sink::{load_plugin, run};
+pub use writer::SinkError;

@@ -1,1 +1,211 @@
-fn main() {}
+//! The `pgsink` command line.
+
+use std::fs::File;
+use std::io::{self, BufReader};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use pgsink::{Column, Converter, Runtime};
+
+/// Stream Kafka topics into PostgreSQL tables at COPY speed, converting each
+/// message into rows with a WebAssembly converter (by default the bundled
+/// JSON parse-path converter).
+#[derive(Parser)]
+#[command(name = "pgsink", version, about, long_about = None)]
+struct Cli {
+    /// Log format on stderr. The level comes from RUST_LOG (default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sink until SIGINT or SIGTERM, then flush and commit.
+    Run {
+        /// The configuration: TOML, or the original connector's `.properties` file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Convert messages read one per line and print the COPY rows; no Kafka or
+    /// database needed. Failed lines are reported on stderr; exit status 1 if any.
+    Convert {
+        /// The configuration (the same file `pgsink run` reads).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// A converter component to use instead of the configured one.
+        #[arg(long)]
+        plugin: Option<PathBuf>,
+        /// Read messages from this file instead of stdin.
+        #[arg(long)]
+        input: Option<PathBuf>,
+    },
+    /// Install or remove the `pgsink` schema (offsets, dead letters) in the configured database.
+    Sql {
+        /// What to do.
+        #[arg(value_enum)]
+        action: SqlAction,
+        /// The configuration naming the database.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// A self-contained demo: starts a Kafka broker inside this process, produces
+    /// sample messages, sinks them into a PostgreSQL table and shows the rows.
+    Demo(pgsink::DemoArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SqlAction {
+    /// Create or upgrade the schema (idempotent).
+    Install,
+    /// Drop the schema with its offsets and dead letters.
+    Uninstall,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match execute(cli.command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("pgsink: error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn execute(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { config } => {
+            let config = pgsink::load_config(&config)?;
+            tracing::debug!(config = %config.redacted(), "configuration");
+            let runtime = tokio_runtime()?;
+            runtime.block_on(async {
+                let shutdown = Arc::new(AtomicBool::new(false));
+                tokio::spawn(stop_on_signal(shutdown.clone()));
+                pgsink::run(config, shutdown).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Convert {
+            config,
+            plugin,
+            input,
+        } => {
+            let config = pgsink::load_config(&config)?;
+            let runtime = Runtime::new()?;
+            let plugin_path = plugin.or(config.plugin.path.clone());
+            let plugin = pgsink::load_plugin(&runtime, plugin_path.as_deref())?;
+            let columns: Vec<Column> = config
+                .db
+                .columns
+                .iter()
+                .map(|name| Column {
+                    name: name.clone(),
+                    type_name: None,
+                })
+                .collect();
+            let mut converter = Converter::new(plugin, config.plugin.settings.clone(), columns)?;
+            let topic = config.topics.first().map(String::as_str).unwrap_or("stdin");
+            let stdout = io::stdout().lock();
+            let stderr = io::stderr().lock();
+            let summary = match input {
+                Some(path) => {
+                    let file = File::open(&path)
+                        .with_context(|| format!("cannot open {}", path.display()))?;
+                    pgsink::convert_lines(
+                        &mut converter,
+                        topic,
+                        BufReader::new(file),
+                        stdout,
+                        stderr,
+                    )?
+                }
+                None => pgsink::convert_lines(
+                    &mut converter,
+                    topic,
+                    io::stdin().lock(),
+                    stdout,
+                    stderr,
+                )?,
+            };
+            tracing::debug!(?summary, "converted");
+            Ok(if summary.failed > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Sql { action, config } => {
+            let config = pgsink::load_config(&config)?;
+            tokio_runtime()?.block_on(async {
+                let client = pgsink::connect(&config.db).await?;
+                match action {
+                    SqlAction::Install => client.batch_execute(pgsink::INSTALL_SQL).await?,
+                    SqlAction::Uninstall => client.batch_execute(pgsink::UNINSTALL_SQL).await?,
+                }
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            tokio_runtime()?.block_on(pgsink::demo(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Sets `shutdown` on SIGINT or SIGTERM; a second signal exits at once.
+async fn stop_on_signal(shutdown: Arc<AtomicBool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    for n in 0.. {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        if n > 0 {
+            eprintln!("pgsink: second signal, exiting without flushing");
+            std::process::exit(130);
+        }
+        tracing::info!("stopping: flushing and committing");
+        shutdown.store(true, Ordering::SeqCst);
+    }
+}

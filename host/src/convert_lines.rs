@@ -1,0 +1,87 @@
+//! `pgsink convert`: run a converter over lines of input, no Kafka or database needed.
+
+use std::io::{BufRead, Write};
+
+use crate::batch::{BatchBuilder, MessageRef};
+use crate::conversion::Converter;
+use crate::converter::PluginError;
+use crate::pipeline::BATCH_MESSAGES;
+
+/// How many lines converted and how many failed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConvertSummary {
+    /// Lines read.
+    pub messages: u64,
+    /// Rows written.
+    pub rows: u64,
+    /// Lines that failed.
+    pub failed: u64,
+}
+
+/// Errors of `pgsink convert`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// Reading input or writing output failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The converter cannot run.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+/// Converts each line of `input` as one message value (topic `topic`,
+/// partition 0, offset = line number − 1). COPY rows go to `rows`; each failed
+/// line is reported to `errors` as `line N: reason`.
+pub fn convert_lines(
+    converter: &mut Converter,
+    topic: &str,
+    input: impl BufRead,
+    mut rows: impl Write,
+    mut errors: impl Write,
+) -> Result<ConvertSummary, ConvertError> {
+    let mut summary = ConvertSummary::default();
+    let mut builder = BatchBuilder::new();
+    let mut first_line = 1u64;
+    let mut lines = input.split(b'\n');
+    loop {
+        let line = lines.next().transpose()?;
+        let at_end = line.is_none();
+        if let Some(mut line) = line {
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            let offset = (first_line - 1) as i64 + builder.len() as i64;
+            builder.push(
+                MessageRef {
+                    topic,
+                    partition: 0,
+                    offset,
+                    timestamp: None,
+                    key: None,
+                    value: Some(&line),
+                },
+                [],
+            );
+            if builder.len() < BATCH_MESSAGES {
+                continue;
+            }
+        }
+        if !builder.is_empty() {
+            let conversion = converter.convert(&builder)?;
+            rows.write_all(&conversion.copy_text)?;
+            for (i, reason) in &conversion.failed {
+                writeln!(errors, "line {}: {reason}", first_line + *i as u64)?;
+            }
+            summary.messages += builder.len() as u64;
+            summary.rows += conversion.rows;
+            summary.failed += conversion.failed.len() as u64;
+            first_line += builder.len() as u64;
+            builder.clear();
+        }
+        if at_end {
+            break;
+        }
+    }
+    rows.flush()?;
+    Ok(summary)
+}

@@ -1,0 +1,240 @@
+//! The Kafka side: the consumer, its rebalance handling, and what it tells the writer.
+//!
+//! In synchronized delivery the database, not Kafka, knows where each
+//! partition stands: on every assignment the consumer reads the stored
+//! offsets and starts each partition there. On every revocation it asks the
+//! writer to flush first, so the next owner starts where this one stopped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaResult;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::ClientContext;
+use tokio::sync::mpsc;
+
+use crate::config::Delivery;
+use crate::postgres::Target;
+use crate::writer::Event;
+
+/// How long a revocation waits for the writer's flush before giving up.
+const REVOKE_FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The consumer type of a pipeline.
+pub type SinkConsumer = BaseConsumer<SinkContext>;
+
+/// A topic and partition.
+pub type Partition = (String, i32);
+
+/// Reads stored offsets during rebalances (synchronized delivery only).
+pub struct OffsetSource {
+    /// A connection of its own: the writer's may be inside a transaction.
+    pub client: tokio_postgres::Client,
+    /// The target table.
+    pub target: Target,
+    /// The runtime the client's connection runs on.
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl OffsetSource {
+    /// Stored offsets of `topics`, retried until the database answers or shutdown.
+    fn stored(&self, topics: &[String], shutdown: &AtomicBool) -> Option<HashMap<Partition, i64>> {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self
+                .runtime
+                .block_on(self.target.stored_offsets(&self.client, topics))
+            {
+                Ok(stored) => return Some(stored),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read stored offsets; retrying");
+                    if shutdown.load(Ordering::Relaxed) {
+                        return None;
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}
+
+/// Rebalance handling and librdkafka logging for one pipeline's consumer.
+pub struct SinkContext {
+    delivery: Delivery,
+    topics: Vec<String>,
+    events: mpsc::Sender<Event>,
+    offsets: Option<OffsetSource>,
+    shutdown: Arc<AtomicBool>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+    /// Partitions revoked since the consume loop last looked.
+    revoked: Mutex<Vec<Partition>>,
+}
+
+impl SinkContext {
+    /// A context sending its events to the writer through `events`.
+    pub fn new(
+        delivery: Delivery,
+        topics: Vec<String>,
+        events: mpsc::Sender<Event>,
+        offsets: Option<OffsetSource>,
+        shutdown: Arc<AtomicBool>,
+        generation: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
+        SinkContext {
+            delivery,
+            topics,
+            events,
+            offsets,
+            shutdown,
+            generation,
+            revoked: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Partitions revoked since the last call.
+    pub fn take_revoked(&self) -> Vec<Partition> {
+        std::mem::take(&mut *self.revoked.lock().expect("revoked lock"))
+    }
+
+    /// Points `tpl`'s partitions at their stored offsets and tells the writer
+    /// what it may expect in the database. Returns false on shutdown.
+    pub fn position_at_stored(&self, tpl: &mut TopicPartitionList) -> bool {
+        let Some(source) = &self.offsets else {
+            return true;
+        };
+        let Some(stored) = source.stored(&self.topics, &self.shutdown) else {
+            return false;
+        };
+        let mut positions = Vec::new();
+        for elem in tpl.elements() {
+            let key = (elem.topic().to_string(), elem.partition());
+            positions.push((key.0.clone(), key.1, stored.get(&key).copied()));
+        }
+        for (topic, partition, offset) in &positions {
+            if let Some(offset) = offset {
+                if let Err(error) =
+                    tpl.set_partition_offset(topic, *partition, Offset::Offset(*offset))
+                {
+                    tracing::warn!(%error, topic, partition, "cannot set the start offset");
+                }
+            }
+        }
+        tracing::info!(partitions = ?positions, "assigned; starting from the offsets stored in PostgreSQL (none: Kafka's committed offset or auto.offset.reset)");
+        let generation = self.generation.load(Ordering::SeqCst);
+        let _ = self.events.blocking_send(Event::Assigned {
+            generation,
+            partitions: positions,
+        });
+        true
+    }
+
+    fn revoke(&self, tpl: &TopicPartitionList) {
+        let partitions: Vec<Partition> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        tracing::info!(?partitions, "partitions revoked");
+        self.revoked
+            .lock()
+            .expect("revoked lock")
+            .extend(partitions.iter().cloned());
+        if self.delivery == Delivery::Fastest || self.shutdown.load(Ordering::Relaxed) {
+            return;
+        }
+        let (done, flushed) = std_mpsc::sync_channel(1);
+        if self
+            .events
+            .blocking_send(Event::Revoked { partitions, done })
+            .is_ok()
+            && flushed.recv_timeout(REVOKE_FLUSH_TIMEOUT).is_err()
+        {
+            tracing::warn!("the flush before a revocation did not finish in time");
+        }
+    }
+}
+
+impl ClientContext for SinkContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", fac, "{log_message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{log_message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", fac, "{log_message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{log_message}"),
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", %error, "{reason}");
+    }
+}
+
+impl ConsumerContext for SinkContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result: KafkaResult<()> = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.position_at_stored(tpl);
+                if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.revoke(tpl);
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error; dropping the assignment");
+                consumer.unassign()
+            }
+        };
+        if let Err(error) = result {
+            tracing::error!(%error, "cannot apply the rebalance");
+        }
+    }
+}
+
+/// Builds the librdkafka configuration: the user's `kafka.*` keys plus what
+/// the delivery mode decides.
+pub fn client_config(kafka: &BTreeMap<String, String>, delivery: Delivery) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (key, value) in kafka {
+        config.set(key, value);
+    }
+    config.set(
+        "enable.auto.commit",
+        if delivery == Delivery::Fastest {
+            "true"
+        } else {
+            "false"
+        },
+    );
+    config.set("enable.auto.offset.store", "true");
+    config.set_log_level(RDKafkaLogLevel::Warning);
+    config
+}

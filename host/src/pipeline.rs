@@ -1,0 +1,273 @@
+//! One pipeline: a consume-and-convert thread feeding an async writer.
+//!
+//! The thread polls Kafka, lays a batch out flat, converts it with one
+//! component call and hands the checked rows to the writer; while the writer
+//! runs a COPY, the thread is already converting the next batch.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{Headers, Message};
+use rdkafka::topic_partition_list::Offset;
+use tokio::sync::mpsc;
+
+use crate::batch::{BatchBuilder, MessageRef};
+use crate::conversion::Converter;
+use crate::kafka::{Partition, SinkConsumer};
+use crate::postgres::DeadLetter;
+use crate::writer::{ConvertedBatch, Event, Stats};
+
+/// Most messages per converter call.
+pub const BATCH_MESSAGES: usize = 10_000;
+/// Most key/value bytes per converter call.
+pub const BATCH_BYTES: usize = 4 << 20;
+/// How long a batch waits to fill before it is converted anyway.
+const BATCH_WAIT: Duration = Duration::from_millis(50);
+
+/// What the consume loop shares with the rest of the pipeline.
+pub struct ConsumeLoop {
+    /// The Kafka consumer.
+    pub consumer: Arc<SinkConsumer>,
+    /// The converter.
+    pub converter: Converter,
+    /// To the writer.
+    pub events: mpsc::Sender<Event>,
+    /// Set to stop.
+    pub shutdown: Arc<AtomicBool>,
+    /// Bumped by the writer when the offset fence trips.
+    pub generation: Arc<AtomicU64>,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// Whether messages of revoked partitions must be dropped from a batch
+    /// in the making (not in fastest mode, where they are already committed).
+    pub drop_revoked: bool,
+}
+
+/// Why the consume loop stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    /// The converter cannot even be instantiated again after a trap.
+    #[error(transparent)]
+    Plugin(#[from] crate::converter::PluginError),
+}
+
+impl ConsumeLoop {
+    /// Runs until shutdown or until the writer goes away.
+    pub fn run(mut self) -> Result<(), ConsumeError> {
+        let mut builder = BatchBuilder::new();
+        let mut generation = self.generation.load(Ordering::SeqCst);
+        let hash = self.converter.plugin().hash().to_string();
+        tracing::debug!(plugin = %self.converter.label(), %hash, "consume loop started");
+        while !self.shutdown.load(Ordering::Relaxed) {
+            let wanted = self.generation.load(Ordering::SeqCst);
+            if wanted != generation {
+                generation = wanted;
+                builder.clear();
+                self.reposition(generation);
+            }
+            self.fill(&mut builder);
+            if builder.is_empty() {
+                continue;
+            }
+            let batch = self.convert(&builder)?;
+            builder.clear();
+            self.stats
+                .messages
+                .fetch_add(batch.messages, Ordering::Relaxed);
+            if self
+                .events
+                .blocking_send(Event::Batch { generation, batch })
+                .is_err()
+            {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls until the batch is full or has waited long enough.
+    fn fill(&self, builder: &mut BatchBuilder) {
+        let deadline = Instant::now() + BATCH_WAIT;
+        while builder.len() < BATCH_MESSAGES && builder.data_len() < BATCH_BYTES {
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            match self.consumer.poll(timeout) {
+                None => break,
+                Some(Ok(m)) => {
+                    let headers = m.headers();
+                    let message = MessageRef {
+                        topic: m.topic(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        timestamp: m.timestamp().to_millis(),
+                        key: m.key(),
+                        value: m.payload(),
+                    };
+                    builder.push(
+                        message,
+                        headers
+                            .iter()
+                            .flat_map(|h| h.iter())
+                            .map(|h| (h.key, h.value)),
+                    );
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "Kafka consumer error");
+                }
+            }
+            if self.drop_revoked {
+                let revoked = self.consumer.context().take_revoked();
+                if !revoked.is_empty() && !builder.is_empty() {
+                    retain_assigned(builder, &revoked);
+                }
+            }
+        }
+    }
+
+    /// Converts `builder` and turns failures into dead letters.
+    fn convert(&mut self, builder: &BatchBuilder) -> Result<ConvertedBatch, ConsumeError> {
+        let conversion = self.converter.convert(builder)?;
+        let plugin = self.converter.label();
+        let dead_letters = conversion
+            .failed
+            .into_iter()
+            .map(|(i, reason)| {
+                let m = builder.message(i);
+                tracing::warn!(topic = m.topic, partition = m.partition, offset = m.offset,
+                    %plugin, %reason, "message cannot be converted; sending it to pgsink.dead_letters");
+                DeadLetter {
+                    topic: m.topic.to_string(),
+                    partition: m.partition,
+                    offset: m.offset,
+                    timestamp: m.timestamp,
+                    key: m.key.map(<[u8]>::to_vec),
+                    value: m.value.map(<[u8]>::to_vec),
+                    reason,
+                }
+            })
+            .collect();
+        Ok(ConvertedBatch {
+            copy_text: Bytes::from(conversion.copy_text),
+            rows: conversion.rows,
+            messages: builder.len() as u64,
+            dead_letters,
+            next_offsets: next_offsets(builder),
+        })
+    }
+
+    /// After the offset fence tripped: start every assigned partition again
+    /// from the offset stored in the database.
+    fn reposition(&self, generation: u64) {
+        let mut assignment = match self.consumer.assignment() {
+            Ok(tpl) => tpl,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the assignment to re-position");
+                return;
+            }
+        };
+        if !self.consumer.context().position_at_stored(&mut assignment) {
+            return;
+        }
+        for elem in assignment.elements() {
+            if let Offset::Offset(offset) = elem.offset() {
+                if let Err(error) = self.consumer.seek(
+                    elem.topic(),
+                    elem.partition(),
+                    Offset::Offset(offset),
+                    Duration::from_secs(10),
+                ) {
+                    tracing::error!(%error, topic = elem.topic(), partition = elem.partition(), "seek failed");
+                }
+            }
+        }
+        tracing::info!(generation, "re-positioned at the stored offsets");
+    }
+}
+
+/// Per partition, the offset after its last message in the batch.
+fn next_offsets(builder: &BatchBuilder) -> Vec<(String, i32, i64)> {
+    let batch = builder.batch();
+    let mut next: Vec<(u32, i32, i64)> = Vec::new();
+    let mut last = usize::MAX;
+    for m in &batch.messages {
+        let hit = match next.get(last) {
+            Some(&(t, p, _)) if t == m.topic && p == m.partition => Some(last),
+            _ => next
+                .iter()
+                .position(|&(t, p, _)| t == m.topic && p == m.partition),
+        };
+        match hit {
+            Some(i) => {
+                next[i].2 = next[i].2.max(m.offset + 1);
+                last = i;
+            }
+            None => {
+                next.push((m.topic, m.partition, m.offset + 1));
+                last = next.len() - 1;
+            }
+        }
+    }
+    next.into_iter()
+        .map(|(t, p, o)| (batch.topics[t as usize].clone(), p, o))
+        .collect()
+}
+
+/// Drops the messages of `revoked` partitions from a batch in the making.
+fn retain_assigned(builder: &mut BatchBuilder, revoked: &[Partition]) {
+    let revoked: HashSet<(&str, i32)> = revoked.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+    let mut kept = BatchBuilder::new();
+    for i in 0..builder.len() {
+        let m = builder.message(i);
+        if !revoked.contains(&(m.topic, m.partition)) {
+            kept.append_from(builder, i);
+        }
+    }
+    *builder = kept;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(b: &mut BatchBuilder, topic: &str, partition: i32, offset: i64) {
+        b.push(
+            MessageRef {
+                topic,
+                partition,
+                offset,
+                timestamp: None,
+                key: None,
+                value: Some(b"{}"),
+            },
+            [],
+        );
+    }
+
+    #[test]
+    fn next_offsets_per_partition() {
+        let mut b = BatchBuilder::new();
+        push(&mut b, "a", 0, 5);
+        push(&mut b, "a", 0, 6);
+        push(&mut b, "a", 1, 9);
+        push(&mut b, "b", 0, 2);
+        push(&mut b, "a", 0, 8);
+        assert_eq!(
+            next_offsets(&b),
+            vec![("a".into(), 0, 9), ("a".into(), 1, 10), ("b".into(), 0, 3)]
+        );
+    }
+
+    #[test]
+    fn revoked_partitions_leave_the_batch() {
+        let mut b = BatchBuilder::new();
+        push(&mut b, "a", 0, 5);
+        push(&mut b, "a", 1, 9);
+        push(&mut b, "a", 0, 6);
+        retain_assigned(&mut b, &[("a".into(), 0)]);
+        assert_eq!(b.len(), 1);
+        assert_eq!(b.message(0).offset, 9);
+    }
+}

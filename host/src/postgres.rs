@@ -1,0 +1,436 @@
+//! Everything pgsink says to PostgreSQL: connecting, the SQL package, the
+//! target table's shape, stored offsets, and the flush transaction.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use crate::config::DbConfig;
+
+/// The SQL package, also shipped as `sql/install.sql`.
+pub const INSTALL_SQL: &str = include_str!("../../sql/install.sql");
+/// Removes the SQL package, also shipped as `sql/uninstall.sql`.
+pub const UNINSTALL_SQL: &str = include_str!("../../sql/uninstall.sql");
+
+/// The SQLSTATE `pgsink.commit_offsets` raises when the offset fence trips.
+const FENCE_SQLSTATE: &str = "PSK01";
+
+/// Errors talking to PostgreSQL, sorted by what the sink should do about them.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The connection failed or broke; retrying on a new connection may work.
+    #[error("PostgreSQL connection to {target}: {source}")]
+    Connection {
+        /// `host:port/database`.
+        target: String,
+        /// The driver's error.
+        source: tokio_postgres::Error,
+    },
+    /// Another process moved a partition's stored offset: roll back and re-seek.
+    #[error("offset fence: {0}")]
+    Fenced(String),
+    /// PostgreSQL rejected a row's value (bad cast, constraint, too long).
+    #[error("PostgreSQL rejected the data: {0}")]
+    Data(String),
+    /// The target table is missing, or lacks columns.
+    #[error("{0}")]
+    Table(String),
+    /// Any other database error; the sink stops.
+    #[error("PostgreSQL error: {0}")]
+    Other(String),
+}
+
+impl DbError {
+    /// Sorts a driver error by how to react to it.
+    pub fn classify(error: tokio_postgres::Error, target: &str) -> DbError {
+        let Some(db) = error.as_db_error() else {
+            return DbError::Connection {
+                target: target.to_string(),
+                source: error,
+            };
+        };
+        let code = db.code().code();
+        let text = match db.detail() {
+            Some(detail) => format!("{} ({detail})", db.message()),
+            None => db.message().to_string(),
+        };
+        let text = match db.where_() {
+            Some(w) if w.starts_with("COPY") => format!("{text}; {w}"),
+            _ => text,
+        };
+        if code == FENCE_SQLSTATE {
+            DbError::Fenced(text)
+        } else if code.starts_with("22") || code.starts_with("23") {
+            DbError::Data(text)
+        } else if code.starts_with("08")
+            || code.starts_with("57P")
+            || code.starts_with("53")
+            || code == SqlState::T_R_SERIALIZATION_FAILURE.code()
+            || code == SqlState::T_R_DEADLOCK_DETECTED.code()
+        {
+            DbError::Connection {
+                target: target.to_string(),
+                source: error,
+            }
+        } else {
+            DbError::Other(format!("{text} (SQLSTATE {code})"))
+        }
+    }
+
+    /// True when a new connection and a retry may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, DbError::Connection { .. })
+    }
+}
+
+/// Quotes an SQL identifier: `my "table"` becomes `"my ""table"""`.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `host:port/database`, for messages (never the password).
+pub fn describe(db: &DbConfig) -> String {
+    format!("{}/{}", db.host_port(), db.database)
+}
+
+/// Opens a connection; the connection task runs on the current tokio runtime.
+pub async fn connect(db: &DbConfig) -> Result<Client, DbError> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&db.host)
+        .port(db.port)
+        .dbname(&db.database)
+        .user(&db.username)
+        .application_name("pgsink")
+        .connect_timeout(Duration::from_secs(10));
+    if let Some(password) = &db.password {
+        config.password(password);
+    }
+    let target = describe(db);
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| DbError::classify(e, &target))?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Installs or upgrades the SQL package (idempotent, serialized by an advisory lock).
+pub async fn install(client: &Client) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute(INSTALL_SQL).await
+}
+
+/// True when the SQL package is installed.
+pub async fn installed(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT to_regprocedure('pgsink.commit_offsets(text,text,text[],integer[],bigint[],bigint[],text)') IS NOT NULL",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// The sink's target: a table and the columns each row fills, in order.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Schema name, unquoted.
+    pub schema: String,
+    /// Table name, unquoted.
+    pub table: String,
+    /// Column names, unquoted, in row order.
+    pub columns: Vec<String>,
+    /// The PostgreSQL type of each column (`format_type`), in row order.
+    pub column_types: Vec<String>,
+}
+
+impl Target {
+    /// Looks the table up and checks that every configured column exists.
+    pub async fn resolve(
+        client: &Client,
+        schema: &str,
+        table: &str,
+        columns: &[String],
+    ) -> Result<Target, DbError> {
+        let rows = client
+            .query(
+                "SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+                   FROM pg_attribute a
+                   JOIN pg_class c ON c.oid = a.attrelid
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
+                    AND a.attnum > 0 AND NOT a.attisdropped
+                  ORDER BY a.attnum",
+                &[&schema, &table],
+            )
+            .await
+            .map_err(|e| DbError::Other(e.to_string()))?;
+        let name = format!("{}.{}", quote_ident(schema), quote_ident(table));
+        if rows.is_empty() {
+            return Err(DbError::Table(format!(
+                "the table {name} does not exist (create it first; db.schema and db.table name it)"
+            )));
+        }
+        let existing: HashMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let missing: Vec<&str> = columns
+            .iter()
+            .filter(|c| !existing.contains_key(c.as_str()))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            let have: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+            return Err(DbError::Table(format!(
+                "the table {name} has no column {} (its columns: {}; names are case-sensitive)",
+                missing.join(", "),
+                have.join(", ")
+            )));
+        }
+        Ok(Target {
+            schema: schema.to_string(),
+            table: table.to_string(),
+            columns: columns.to_vec(),
+            column_types: columns.iter().map(|c| existing[c].clone()).collect(),
+        })
+    }
+
+    /// `"schema"."table"`.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.table))
+    }
+
+    /// The `COPY … FROM STDIN` statement of this target.
+    pub fn copy_statement(&self) -> String {
+        let columns: Vec<String> = self.columns.iter().map(|c| quote_ident(c)).collect();
+        format!(
+            "COPY {} ({}) FROM STDIN",
+            self.qualified(),
+            columns.join(", ")
+        )
+    }
+
+    /// The stored next offsets of `topics`' partitions for this table.
+    pub async fn stored_offsets(
+        &self,
+        client: &Client,
+        topics: &[String],
+    ) -> Result<HashMap<(String, i32), i64>, tokio_postgres::Error> {
+        let rows = client
+            .query(
+                "SELECT topic, partition, next_offset FROM pgsink.offsets
+                  WHERE table_schema = $1 AND table_name = $2 AND topic = ANY($3)",
+                &[&self.schema, &self.table, &topics],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+            .collect())
+    }
+
+    /// Deletes this table's stored offsets (a sink not in synchronized mode
+    /// must not leave stale positions behind). Returns the rows deleted.
+    pub async fn drop_state(&self, client: &Client) -> Result<u64, tokio_postgres::Error> {
+        client
+            .execute(
+                "DELETE FROM pgsink.offsets WHERE table_schema = $1 AND table_name = $2",
+                &[&self.schema, &self.table],
+            )
+            .await
+    }
+}
+
+/// One message that goes to the dead-letter table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Milliseconds since the epoch.
+    pub timestamp: Option<i64>,
+    /// Raw key.
+    pub key: Option<Vec<u8>>,
+    /// Raw value.
+    pub value: Option<Vec<u8>>,
+    /// Why it could not be loaded.
+    pub reason: String,
+}
+
+/// A partition's offset move in a synchronized flush: from `expected` (None:
+/// no stored row yet) to `next`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetMove {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The stored offset this process believes is current.
+    pub expected: Option<i64>,
+    /// The offset after the last message of the flush.
+    pub next: i64,
+}
+
+/// What one flush writes, all in one transaction.
+#[derive(Debug, Default)]
+pub struct FlushData<'a> {
+    /// COPY text chunks of the rows.
+    pub copy_chunks: &'a [Bytes],
+    /// Dead letters.
+    pub dead_letters: &'a [DeadLetter],
+    /// Offset moves (synchronized delivery only; empty otherwise).
+    pub offsets: &'a [OffsetMove],
+    /// The converter's `name version`, recorded with dead letters.
+    pub plugin: &'a str,
+    /// The converter's hash, recorded with dead letters and offsets.
+    pub plugin_hash: &'a str,
+}
+
+/// A connection with the statements a flush uses, prepared once.
+pub struct Writer {
+    client: Client,
+    target: Target,
+    copy: Statement,
+    dead_letters: Statement,
+    commit_offsets: Statement,
+    describe: String,
+}
+
+impl Writer {
+    /// Connects and prepares the flush statements for `target`.
+    pub async fn connect(db: &DbConfig, target: Target) -> Result<Writer, DbError> {
+        let describe = describe(db);
+        let client = connect(db).await?;
+        let err = |e| DbError::classify(e, &describe);
+        let copy = client
+            .prepare(&target.copy_statement())
+            .await
+            .map_err(err)?;
+        let dead_letters = client
+            .prepare(
+                "INSERT INTO pgsink.dead_letters (table_schema, table_name, topic, partition, \"offset\",
+                     message_timestamp, key, value, reason, plugin, plugin_hash)
+                 SELECT $1, $2, d.topic, d.partition, d.off,
+                        to_timestamp(d.ts / 1000.0), d.key, d.value, d.reason, $10, $11
+                   FROM unnest($3::text[], $4::int[], $5::bigint[], $6::bigint[], $7::bytea[], $8::bytea[], $9::text[])
+                        AS d(topic, partition, off, ts, key, value, reason)",
+            )
+            .await
+            .map_err(err)?;
+        let commit_offsets = client
+            .prepare("SELECT pgsink.commit_offsets($1, $2, $3, $4, $5, $6, $7)")
+            .await
+            .map_err(err)?;
+        Ok(Writer {
+            client,
+            target,
+            copy,
+            dead_letters,
+            commit_offsets,
+            describe,
+        })
+    }
+
+    /// The target table.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Writes rows, dead letters and offset moves in ONE transaction.
+    pub async fn flush(&mut self, data: &FlushData<'_>) -> Result<(), DbError> {
+        let describe = self.describe.clone();
+        let err = |e| DbError::classify(e, &describe);
+        let tx = self.client.transaction().await.map_err(err)?;
+        if !data.copy_chunks.is_empty() {
+            let sink = tx.copy_in::<_, Bytes>(&self.copy).await.map_err(err)?;
+            futures_util::pin_mut!(sink);
+            for chunk in data.copy_chunks {
+                sink.feed(chunk.clone()).await.map_err(err)?;
+            }
+            sink.as_mut().finish().await.map_err(err)?;
+        }
+        if !data.dead_letters.is_empty() {
+            let d = data.dead_letters;
+            let topics: Vec<&str> = d.iter().map(|l| l.topic.as_str()).collect();
+            let partitions: Vec<i32> = d.iter().map(|l| l.partition).collect();
+            let offsets: Vec<i64> = d.iter().map(|l| l.offset).collect();
+            let timestamps: Vec<Option<i64>> = d.iter().map(|l| l.timestamp).collect();
+            let keys: Vec<Option<&[u8]>> = d.iter().map(|l| l.key.as_deref()).collect();
+            let values: Vec<Option<&[u8]>> = d.iter().map(|l| l.value.as_deref()).collect();
+            let reasons: Vec<&str> = d.iter().map(|l| l.reason.as_str()).collect();
+            tx.execute(
+                &self.dead_letters,
+                &[
+                    &self.target.schema,
+                    &self.target.table,
+                    &topics,
+                    &partitions,
+                    &offsets,
+                    &timestamps,
+                    &keys,
+                    &values,
+                    &reasons,
+                    &data.plugin,
+                    &data.plugin_hash,
+                ],
+            )
+            .await
+            .map_err(err)?;
+        }
+        if !data.offsets.is_empty() {
+            let o = data.offsets;
+            let topics: Vec<&str> = o.iter().map(|m| m.topic.as_str()).collect();
+            let partitions: Vec<i32> = o.iter().map(|m| m.partition).collect();
+            let expected: Vec<Option<i64>> = o.iter().map(|m| m.expected).collect();
+            let next: Vec<i64> = o.iter().map(|m| m.next).collect();
+            tx.execute(
+                &self.commit_offsets,
+                &[
+                    &self.target.schema,
+                    &self.target.table,
+                    &topics,
+                    &partitions,
+                    &expected,
+                    &next,
+                    &data.plugin_hash,
+                ],
+            )
+            .await
+            .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_always_quoted() {
+        assert_eq!(quote_ident("plain"), "\"plain\"");
+        assert_eq!(
+            quote_ident("My \"odd\"; table"),
+            "\"My \"\"odd\"\"; table\""
+        );
+        let target = Target {
+            schema: "S p".into(),
+            table: "t\"1".into(),
+            columns: vec!["Id".into(), "a;b".into()],
+            column_types: vec!["bigint".into(), "text".into()],
+        };
+        assert_eq!(
+            target.copy_statement(),
+            "COPY \"S p\".\"t\"\"1\" (\"Id\", \"a;b\") FROM STDIN"
+        );
+    }
+}

@@ -1,0 +1,249 @@
+//! `pgsink run`: checks everything, then runs `tasks` pipelines until shutdown.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::consumer::Consumer;
+
+use crate::bindings::Column;
+use crate::config::{Delivery, SinkConfig};
+use crate::conversion::Converter;
+use crate::converter::{Plugin, Runtime};
+use crate::kafka::{client_config, OffsetSource, SinkConsumer, SinkContext};
+use crate::pipeline::ConsumeLoop;
+use crate::postgres::{self, Target, Writer};
+use crate::writer::{Event, SinkWriter, Stats, WriterConfig};
+
+/// Loads the configured converter: the file in `plugin.path`, or the bundled one.
+pub fn load_plugin(runtime: &Runtime, path: Option<&Path>) -> anyhow::Result<Plugin> {
+    Ok(match path {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("cannot read the converter {}", path.display()))?;
+            runtime.load(&bytes, &path.display().to_string())?
+        }
+        None => runtime.bundled()?,
+    })
+}
+
+/// Checks the database, the table and the converter, then runs the sink
+/// until `shutdown` is set. Returns when every pipeline has flushed.
+pub async fn run(config: SinkConfig, shutdown: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let runtime = Runtime::new()?;
+    let plugin = load_plugin(&runtime, config.plugin.path.as_deref())?;
+    let db = &config.db;
+    let client = postgres::connect(db)
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL at {}", postgres::describe(db)))?;
+    if !postgres::installed(&client).await? {
+        tracing::info!("installing the pgsink schema (sql/install.sql)");
+        postgres::install(&client)
+            .await
+            .context("cannot install the pgsink schema")?;
+    }
+    let target = Target::resolve(&client, &db.schema, &db.table, &db.columns).await?;
+    let columns: Vec<Column> = target
+        .columns
+        .iter()
+        .zip(&target.column_types)
+        .map(|(name, type_name)| Column {
+            name: name.clone(),
+            type_name: Some(type_name.clone()),
+        })
+        .collect();
+    // Instantiating once here reports bad converter settings before consuming anything.
+    let probe = Converter::new(
+        plugin.clone(),
+        config.plugin.settings.clone(),
+        columns.clone(),
+    )?;
+    let label = probe.label();
+    drop(probe);
+    if config.delivery != Delivery::Synchronized {
+        let dropped = target.drop_state(&client).await?;
+        if dropped > 0 {
+            tracing::warn!(table = %target.qualified(), dropped, delivery = %config.delivery,
+                "dropped the stored synchronized offsets of this table: positions now come from Kafka");
+        }
+    }
+    tracing::info!(
+        table = %target.qualified(), topics = ?config.topics, delivery = %config.delivery,
+        plugin = %label, plugin_hash = plugin.hash(), tasks = config.tasks, "starting"
+    );
+
+    let stats = Arc::new(Stats::default());
+    let mut pipelines = Vec::new();
+    for task in 0..config.tasks {
+        let pipeline = start_pipeline(
+            &config, &target, &plugin, &columns, &label, &shutdown, &stats,
+        )
+        .await
+        .with_context(|| format!("cannot start pipeline {task}"))?;
+        pipelines.push(pipeline);
+    }
+    let reporter = tokio::spawn(report_progress(stats.clone(), shutdown.clone()));
+    let mut failure = None;
+    for (task, pipeline) in pipelines.into_iter().enumerate() {
+        if let Err(error) = pipeline.finish(&shutdown).await {
+            tracing::error!(task, error = %format!("{error:#}"), "pipeline failed");
+            shutdown.store(true, Ordering::SeqCst);
+            failure.get_or_insert(error);
+        }
+    }
+    reporter.abort();
+    tracing::info!(
+        messages = stats.messages.load(Ordering::Relaxed),
+        rows = stats.rows.load(Ordering::Relaxed),
+        dead_letters = stats.dead_letters.load(Ordering::Relaxed),
+        "stopped"
+    );
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+struct RunningPipeline {
+    consume: tokio::task::JoinHandle<Result<(), crate::pipeline::ConsumeError>>,
+    write: tokio::task::JoinHandle<Result<(), crate::writer::SinkError>>,
+    stop: tokio::sync::mpsc::Sender<Event>,
+    consumer: Arc<SinkConsumer>,
+}
+
+impl RunningPipeline {
+    /// Waits for the pipeline to end (after shutdown or a failure).
+    async fn finish(self, shutdown: &Arc<AtomicBool>) -> anyhow::Result<()> {
+        let RunningPipeline {
+            consume,
+            mut write,
+            stop,
+            consumer,
+        } = self;
+        let mut consume = consume;
+        // Whichever side ends first, make the other one end too.
+        let consumed = tokio::select! {
+            c = &mut consume => Some(c),
+            w = &mut write => {
+                shutdown.store(true, Ordering::SeqCst);
+                let c = consume.await;
+                return finish_result(c, w, consumer).await;
+            }
+        };
+        let _ = stop.send(Event::Stopped).await;
+        let written = write.await;
+        finish_result(consumed.expect("consume ended"), written, consumer).await
+    }
+}
+
+async fn finish_result(
+    consumed: Result<Result<(), crate::pipeline::ConsumeError>, tokio::task::JoinError>,
+    written: Result<Result<(), crate::writer::SinkError>, tokio::task::JoinError>,
+    consumer: Arc<SinkConsumer>,
+) -> anyhow::Result<()> {
+    // Closing the consumer runs librdkafka callbacks that may block: not on a runtime thread.
+    let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+    written??;
+    consumed??;
+    Ok(())
+}
+
+async fn start_pipeline(
+    config: &SinkConfig,
+    target: &Target,
+    plugin: &Plugin,
+    columns: &[Column],
+    label: &str,
+    shutdown: &Arc<AtomicBool>,
+    stats: &Arc<Stats>,
+) -> anyhow::Result<RunningPipeline> {
+    let (events, receiver) = tokio::sync::mpsc::channel(4);
+    let generation = Arc::new(AtomicU64::new(0));
+    let offsets = if config.delivery == Delivery::Synchronized {
+        Some(OffsetSource {
+            client: postgres::connect(&config.db).await?,
+            target: target.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        })
+    } else {
+        None
+    };
+    let context = SinkContext::new(
+        config.delivery,
+        config.topics.clone(),
+        events.clone(),
+        offsets,
+        shutdown.clone(),
+        generation.clone(),
+    );
+    let consumer: SinkConsumer = client_config(&config.kafka, config.delivery)
+        .create_with_context(context)
+        .context("cannot create the Kafka consumer")?;
+    let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topics)
+        .context("cannot subscribe to the topics")?;
+    let consumer = Arc::new(consumer);
+    let writer = Writer::connect(&config.db, target.clone()).await?;
+    let sink_writer = SinkWriter::new(
+        WriterConfig {
+            db: config.db.clone(),
+            delivery: config.delivery,
+            buffer_size: config.buffer_size,
+            flush_interval: config.flush_interval,
+            errors_tolerance: config.errors_tolerance,
+            plugin: label.to_string(),
+            plugin_hash: plugin.hash().to_string(),
+        },
+        writer,
+        consumer.clone(),
+        generation.clone(),
+        shutdown.clone(),
+        stats.clone(),
+    );
+    let consume_loop = ConsumeLoop {
+        consumer: consumer.clone(),
+        converter: Converter::new(
+            plugin.clone(),
+            config.plugin.settings.clone(),
+            columns.to_vec(),
+        )?,
+        events: events.clone(),
+        shutdown: shutdown.clone(),
+        generation,
+        stats: stats.clone(),
+        drop_revoked: config.delivery != Delivery::Fastest,
+    };
+    Ok(RunningPipeline {
+        consume: tokio::task::spawn_blocking(move || consume_loop.run()),
+        write: tokio::spawn(sink_writer.run(receiver)),
+        stop: events,
+        consumer,
+    })
+}
+
+/// Logs throughput every 10 seconds while messages flow.
+async fn report_progress(stats: Arc<Stats>, shutdown: Arc<AtomicBool>) {
+    let mut last = (Instant::now(), 0u64);
+    let mut ticker = tokio::time::interval(Duration::from_secs(10));
+    ticker.tick().await;
+    while !shutdown.load(Ordering::Relaxed) {
+        ticker.tick().await;
+        let messages = stats.messages.load(Ordering::Relaxed);
+        let now = Instant::now();
+        if messages != last.1 {
+            let rate = (messages - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
+            tracing::info!(
+                messages,
+                rows = stats.rows.load(Ordering::Relaxed),
+                dead_letters = stats.dead_letters.load(Ordering::Relaxed),
+                flushes = stats.flushes.load(Ordering::Relaxed),
+                rate = rate as u64,
+                "progress"
+            );
+        }
+        last = (now, messages);
+    }
+}
