@@ -14,6 +14,8 @@ pub struct Conversion {
     pub copy_text: Vec<u8>,
     /// Number of rows in `copy_text`.
     pub rows: u64,
+    /// For each row of `copy_text`, the index of the message it came from.
+    pub row_messages: Vec<u32>,
     /// Messages that failed: their index in the batch and the reason.
     pub failed: Vec<(usize, String)>,
 }
@@ -84,6 +86,8 @@ impl Converter {
                     let one = check(converted, 1, self.instance.columns());
                     all.copy_text.extend_from_slice(&one.copy_text);
                     all.rows += one.rows;
+                    all.row_messages
+                        .extend(one.row_messages.iter().map(|_| i as u32));
                     all.failed
                         .extend(one.failed.into_iter().map(|(_, r)| (i, r)));
                 }
@@ -104,9 +108,8 @@ fn check(converted: Converted, messages: usize, columns: usize) -> Conversion {
         outcomes,
     } = converted;
     let fail_all = |reason: String| Conversion {
-        copy_text: Vec::new(),
-        rows: 0,
         failed: (0..messages).map(|i| (i, reason.clone())).collect(),
+        ..Conversion::default()
     };
     if outcomes.len() != messages {
         return fail_all(format!(
@@ -129,6 +132,7 @@ fn check(converted: Converted, messages: usize, columns: usize) -> Conversion {
     }
     let mut out = Conversion {
         rows: declared,
+        row_messages: Vec::with_capacity(declared as usize),
         ..Conversion::default()
     };
     let mut newlines = memchr_iter(b'\n', &copy_text);
@@ -142,7 +146,12 @@ fn check(converted: Converted, messages: usize, columns: usize) -> Conversion {
             Outcome::Rows(n) => {
                 let end = newlines.nth(n as usize - 1).expect("counted above") + 1;
                 let rows = &copy_text[start..end];
-                match check_rows(rows, columns) {
+                let checked = check_rows(rows, columns);
+                if checked.is_ok() {
+                    out.row_messages
+                        .extend(std::iter::repeat_n(i as u32, n as usize));
+                }
+                match checked {
                     Ok(()) if clean => kept = end,
                     Ok(()) => out.copy_text.extend_from_slice(rows),
                     Err(reason) => {
@@ -187,6 +196,7 @@ mod tests {
         );
         assert_eq!(c.copy_text, b"a\tb\nc\td\ne\tf\n");
         assert_eq!(c.rows, 3);
+        assert_eq!(c.row_messages, [0, 0, 2]);
         assert!(c.failed.is_empty());
     }
 
@@ -207,6 +217,7 @@ mod tests {
         );
         assert_eq!(c.copy_text, b"a\tb\nc\td\n");
         assert_eq!(c.rows, 2);
+        assert_eq!(c.row_messages, [0, 3]);
         assert_eq!(c.failed.len(), 2);
         assert_eq!(c.failed[0].0, 1);
         assert!(c.failed[0].1.contains("1 fields for 2"));

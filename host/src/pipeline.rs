@@ -73,8 +73,8 @@ impl ConsumeLoop {
             if builder.is_empty() {
                 continue;
             }
-            let batch = self.convert(&builder)?;
-            builder.clear();
+            let source = std::mem::replace(&mut builder, BatchBuilder::new());
+            let batch = self.convert(source)?;
             self.stats
                 .messages
                 .fetch_add(batch.messages, Ordering::Relaxed);
@@ -127,34 +127,28 @@ impl ConsumeLoop {
         }
     }
 
-    /// Converts `builder` and turns failures into dead letters.
-    fn convert(&mut self, builder: &BatchBuilder) -> Result<ConvertedBatch, ConsumeError> {
-        let conversion = self.converter.convert(builder)?;
+    /// Converts `source` and turns failures into dead letters.
+    fn convert(&mut self, source: BatchBuilder) -> Result<ConvertedBatch, ConsumeError> {
+        let conversion = self.converter.convert(&source)?;
         let plugin = self.converter.label();
         let dead_letters = conversion
             .failed
             .into_iter()
             .map(|(i, reason)| {
-                let m = builder.message(i);
+                let m = source.message(i);
                 tracing::warn!(topic = m.topic, partition = m.partition, offset = m.offset,
                     %plugin, %reason, "message cannot be converted; sending it to pgsink.dead_letters");
-                DeadLetter {
-                    topic: m.topic.to_string(),
-                    partition: m.partition,
-                    offset: m.offset,
-                    timestamp: m.timestamp,
-                    key: m.key.map(<[u8]>::to_vec),
-                    value: m.value.map(<[u8]>::to_vec),
-                    reason,
-                }
+                DeadLetter::new(m, reason)
             })
             .collect();
         Ok(ConvertedBatch {
             copy_text: Bytes::from(conversion.copy_text),
             rows: conversion.rows,
-            messages: builder.len() as u64,
+            row_messages: conversion.row_messages,
+            messages: source.len() as u64,
             dead_letters,
-            next_offsets: next_offsets(builder),
+            next_offsets: next_offsets(&source),
+            source,
         })
     }
 

@@ -4,11 +4,15 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use std::pin::Pin;
+
 use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::CopyInSink;
 use tokio_postgres::{Client, NoTls, Statement};
 
+use crate::batch::MessageRef;
 use crate::config::DbConfig;
 
 /// The SQL package, also shipped as `sql/install.sql`.
@@ -266,6 +270,21 @@ pub struct DeadLetter {
     pub reason: String,
 }
 
+impl DeadLetter {
+    /// A dead letter for `message`, failed for `reason`.
+    pub fn new(message: MessageRef<'_>, reason: String) -> Self {
+        DeadLetter {
+            topic: message.topic.to_string(),
+            partition: message.partition,
+            offset: message.offset,
+            timestamp: message.timestamp,
+            key: message.key.map(<[u8]>::to_vec),
+            value: message.value.map(<[u8]>::to_vec),
+            reason,
+        }
+    }
+}
+
 /// A partition's offset move in a synchronized flush: from `expected` (None:
 /// no stored row yet) to `next`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,6 +315,12 @@ pub struct FlushData<'a> {
 }
 
 /// A connection with the statements a flush uses, prepared once.
+///
+/// A flush is one transaction. Its COPY is *streamed*: [`stream`](Self::stream)
+/// sends rows as soon as they are converted, so PostgreSQL parses and stores
+/// them while the next batch is converted; [`finish`](Self::finish) adds the
+/// dead letters and offsets and commits. [`flush`](Self::flush) does all of it
+/// at once from buffered rows (to retry on a new connection).
 pub struct Writer {
     client: Client,
     target: Target,
@@ -303,6 +328,10 @@ pub struct Writer {
     dead_letters: Statement,
     commit_offsets: Statement,
     describe: String,
+    /// A transaction is open.
+    in_transaction: bool,
+    /// The COPY of the open transaction, while rows are being streamed.
+    copy_sink: Option<Pin<Box<CopyInSink<Bytes>>>>,
 }
 
 impl Writer {
@@ -337,6 +366,8 @@ impl Writer {
             dead_letters,
             commit_offsets,
             describe,
+            in_transaction: false,
+            copy_sink: None,
         })
     }
 
@@ -345,18 +376,51 @@ impl Writer {
         &self.target
     }
 
-    /// Writes rows, dead letters and offset moves in ONE transaction.
-    pub async fn flush(&mut self, data: &FlushData<'_>) -> Result<(), DbError> {
-        let describe = self.describe.clone();
-        let err = |e| DbError::classify(e, &describe);
-        let tx = self.client.transaction().await.map_err(err)?;
-        if !data.copy_chunks.is_empty() {
-            let sink = tx.copy_in::<_, Bytes>(&self.copy).await.map_err(err)?;
-            futures_util::pin_mut!(sink);
-            for chunk in data.copy_chunks {
-                sink.feed(chunk.clone()).await.map_err(err)?;
-            }
-            sink.as_mut().finish().await.map_err(err)?;
+    fn error(&self, e: tokio_postgres::Error) -> DbError {
+        DbError::classify(e, &self.describe)
+    }
+
+    async fn begin(&mut self) -> Result<(), DbError> {
+        if !self.in_transaction {
+            self.client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(|e| self.error(e))?;
+            self.in_transaction = true;
+        }
+        Ok(())
+    }
+
+    /// Sends rows into the open transaction's COPY, opening both if needed.
+    pub async fn stream(&mut self, rows: Bytes) -> Result<(), DbError> {
+        self.begin().await?;
+        if self.copy_sink.is_none() {
+            let sink = self
+                .client
+                .copy_in::<_, Bytes>(&self.copy)
+                .await
+                .map_err(|e| self.error(e))?;
+            self.copy_sink = Some(Box::pin(sink));
+        }
+        let sink = self.copy_sink.as_mut().expect("opened above");
+        let sent = sink.send(rows).await;
+        sent.map_err(|e| self.error(e))
+    }
+
+    /// Ends the COPY, writes dead letters and offset moves, and commits.
+    pub async fn finish(&mut self, data: &FlushData<'_>) -> Result<(), DbError> {
+        let result = self.finish_inner(data).await;
+        if result.is_err() {
+            self.abort().await;
+        }
+        result
+    }
+
+    async fn finish_inner(&mut self, data: &FlushData<'_>) -> Result<(), DbError> {
+        self.begin().await?;
+        if let Some(mut sink) = self.copy_sink.take() {
+            let finished = sink.as_mut().finish().await;
+            finished.map_err(|e| self.error(e))?;
         }
         if !data.dead_letters.is_empty() {
             let d = data.dead_letters;
@@ -367,24 +431,25 @@ impl Writer {
             let keys: Vec<Option<&[u8]>> = d.iter().map(|l| l.key.as_deref()).collect();
             let values: Vec<Option<&[u8]>> = d.iter().map(|l| l.value.as_deref()).collect();
             let reasons: Vec<&str> = d.iter().map(|l| l.reason.as_str()).collect();
-            tx.execute(
-                &self.dead_letters,
-                &[
-                    &self.target.schema,
-                    &self.target.table,
-                    &topics,
-                    &partitions,
-                    &offsets,
-                    &timestamps,
-                    &keys,
-                    &values,
-                    &reasons,
-                    &data.plugin,
-                    &data.plugin_hash,
-                ],
-            )
-            .await
-            .map_err(err)?;
+            self.client
+                .execute(
+                    &self.dead_letters,
+                    &[
+                        &self.target.schema,
+                        &self.target.table,
+                        &topics,
+                        &partitions,
+                        &offsets,
+                        &timestamps,
+                        &keys,
+                        &values,
+                        &reasons,
+                        &data.plugin,
+                        &data.plugin_hash,
+                    ],
+                )
+                .await
+                .map_err(|e| self.error(e))?;
         }
         if !data.offsets.is_empty() {
             let o = data.offsets;
@@ -392,22 +457,124 @@ impl Writer {
             let partitions: Vec<i32> = o.iter().map(|m| m.partition).collect();
             let expected: Vec<Option<i64>> = o.iter().map(|m| m.expected).collect();
             let next: Vec<i64> = o.iter().map(|m| m.next).collect();
-            tx.execute(
-                &self.commit_offsets,
-                &[
-                    &self.target.schema,
-                    &self.target.table,
-                    &topics,
-                    &partitions,
-                    &expected,
-                    &next,
-                    &data.plugin_hash,
-                ],
-            )
-            .await
-            .map_err(err)?;
+            self.client
+                .execute(
+                    &self.commit_offsets,
+                    &[
+                        &self.target.schema,
+                        &self.target.table,
+                        &topics,
+                        &partitions,
+                        &expected,
+                        &next,
+                        &data.plugin_hash,
+                    ],
+                )
+                .await
+                .map_err(|e| self.error(e))?;
         }
-        tx.commit().await.map_err(err)
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| self.error(e))?;
+        self.in_transaction = false;
+        Ok(())
+    }
+
+    /// Abandons the open transaction, if any (its COPY is cancelled).
+    pub async fn abort(&mut self) {
+        self.copy_sink = None;
+        if self.in_transaction {
+            if let Err(error) = self.client.batch_execute("ROLLBACK").await {
+                tracing::debug!(%error, "ROLLBACK failed (the connection is probably gone)");
+            }
+            self.in_transaction = false;
+        }
+    }
+
+    /// In a new transaction, COPYs `groups` (each the rows of one message),
+    /// bisecting with savepoints around every group range PostgreSQL rejects,
+    /// until each rejected group stands alone. Returns the rejected groups
+    /// with PostgreSQL's reason; the transaction stays open for
+    /// [`finish`](Self::finish).
+    pub async fn copy_isolating(
+        &mut self,
+        groups: &[Bytes],
+    ) -> Result<Vec<(usize, String)>, DbError> {
+        self.abort().await;
+        self.begin().await?;
+        let mut rejected = Vec::new();
+        let mid = groups.len() / 2;
+        let mut ranges = vec![(mid, groups.len()), (0, mid)];
+        while let Some((lo, hi)) = ranges.pop() {
+            if lo >= hi {
+                continue;
+            }
+            let loaded = self.copy_savepoint(&groups[lo..hi]).await;
+            match loaded {
+                Ok(()) => {}
+                Err(DbError::Data(reason)) if hi - lo == 1 => rejected.push((lo, reason)),
+                Err(DbError::Data(_)) => {
+                    let mid = lo + (hi - lo) / 2;
+                    ranges.push((mid, hi));
+                    ranges.push((lo, mid));
+                }
+                Err(error) => {
+                    self.abort().await;
+                    return Err(error);
+                }
+            }
+        }
+        Ok(rejected)
+    }
+
+    /// COPYs `groups` inside a savepoint, rolled back if PostgreSQL rejects a row.
+    async fn copy_savepoint(&mut self, groups: &[Bytes]) -> Result<(), DbError> {
+        self.client
+            .batch_execute("SAVEPOINT pgsink_rows")
+            .await
+            .map_err(|e| self.error(e))?;
+        let copied = async {
+            let sink = self.client.copy_in::<_, Bytes>(&self.copy).await?;
+            futures_util::pin_mut!(sink);
+            for rows in groups {
+                sink.feed(rows.clone()).await?;
+            }
+            sink.as_mut().finish().await
+        }
+        .await;
+        let outcome = match copied {
+            Ok(_) => "RELEASE SAVEPOINT pgsink_rows",
+            Err(e) => {
+                let error = self.error(e);
+                if !matches!(error, DbError::Data(_)) {
+                    return Err(error);
+                }
+                self.client
+                    .batch_execute(
+                        "ROLLBACK TO SAVEPOINT pgsink_rows; RELEASE SAVEPOINT pgsink_rows",
+                    )
+                    .await
+                    .map_err(|e| self.error(e))?;
+                return Err(error);
+            }
+        };
+        self.client
+            .batch_execute(outcome)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    /// Writes rows, dead letters and offset moves in ONE transaction, from scratch.
+    pub async fn flush(&mut self, data: &FlushData<'_>) -> Result<(), DbError> {
+        self.abort().await;
+        for chunk in data.copy_chunks {
+            if let Err(error) = self.stream(chunk.clone()).await {
+                self.abort().await;
+                return Err(error);
+            }
+        }
+        self.finish(data).await
     }
 }
 

@@ -11,6 +11,7 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
+use crate::batch::BatchBuilder;
 use crate::config::{DbConfig, Delivery, ErrorTolerance};
 use crate::kafka::{Partition, SinkConsumer};
 use crate::postgres::{DbError, DeadLetter, FlushData, OffsetMove, Writer};
@@ -49,6 +50,10 @@ pub struct ConvertedBatch {
     pub copy_text: Bytes,
     /// Rows in `copy_text`.
     pub rows: u64,
+    /// For each row, the index in `source` of the message it came from.
+    pub row_messages: Vec<u32>,
+    /// The messages, kept until the flush commits (for rows PostgreSQL rejects).
+    pub source: BatchBuilder,
     /// Messages of the batch.
     pub messages: u64,
     /// Messages that failed conversion.
@@ -102,10 +107,17 @@ pub enum SinkError {
     StoppedUnflushed(u64),
 }
 
+/// A converted batch waiting for its flush.
+struct PendingBatch {
+    copy_text: Bytes,
+    row_messages: Vec<u32>,
+    source: BatchBuilder,
+}
+
 /// What is buffered since the last flush.
 #[derive(Default)]
 struct Pending {
-    chunks: Vec<Bytes>,
+    batches: Vec<PendingBatch>,
     bytes: usize,
     rows: u64,
     messages: u64,
@@ -115,20 +127,50 @@ struct Pending {
 
 impl Pending {
     fn add(&mut self, batch: ConvertedBatch) {
-        if !batch.copy_text.is_empty() {
-            self.bytes += batch.copy_text.len();
-            self.chunks.push(batch.copy_text);
-        }
+        self.bytes += batch.copy_text.len();
         self.rows += batch.rows;
         self.messages += batch.messages;
         self.dead_letters.extend(batch.dead_letters);
         for (topic, partition, next) in batch.next_offsets {
             self.next_offsets.insert((topic, partition), next);
         }
+        self.batches.push(PendingBatch {
+            copy_text: batch.copy_text,
+            row_messages: batch.row_messages,
+            source: batch.source,
+        });
     }
 
     fn is_empty(&self) -> bool {
         self.next_offsets.is_empty()
+    }
+
+    /// The COPY text of every batch that has rows.
+    fn chunks(&self) -> Vec<Bytes> {
+        self.batches
+            .iter()
+            .filter(|b| !b.copy_text.is_empty())
+            .map(|b| b.copy_text.clone())
+            .collect()
+    }
+
+    /// The rows grouped by message: (batch, message index, its rows). A
+    /// message's rows are loaded or rejected together.
+    fn message_groups(&self) -> Vec<(usize, u32, Bytes)> {
+        let mut groups = Vec::new();
+        for (b, batch) in self.batches.iter().enumerate() {
+            let mut group_start = 0;
+            let mut rows = memchr::memchr_iter(b'\n', &batch.copy_text)
+                .zip(&batch.row_messages)
+                .peekable();
+            while let Some((end, &message)) = rows.next() {
+                if rows.peek().is_none_or(|&(_, &next)| next != message) {
+                    groups.push((b, message, batch.copy_text.slice(group_start..end + 1)));
+                    group_start = end + 1;
+                }
+            }
+        }
+        groups
     }
 }
 
@@ -143,6 +185,8 @@ pub struct SinkWriter {
     generation: Arc<AtomicU64>,
     /// After a fence trip: drop batches until the consumer re-positions.
     resetting: bool,
+    /// The pending rows are being streamed into an open COPY.
+    streaming: bool,
     shutdown: Arc<AtomicBool>,
     stats: Arc<Stats>,
 }
@@ -165,6 +209,7 @@ impl SinkWriter {
             stored: HashMap::new(),
             generation,
             resetting: false,
+            streaming: true,
             shutdown,
             stats,
         }
@@ -219,7 +264,15 @@ impl SinkWriter {
                         )));
                     }
                 }
+                let rows = batch.copy_text.clone();
                 self.pending.add(batch);
+                if self.streaming && !rows.is_empty() {
+                    if let Err(error) = self.writer.stream(rows).await {
+                        tracing::warn!(%error, "streaming COPY failed; the flush retries from the buffer");
+                        self.writer.abort().await;
+                        self.streaming = false;
+                    }
+                }
                 if self.pending.bytes >= self.config.buffer_size {
                     self.flush().await?;
                 }
@@ -241,39 +294,53 @@ impl SinkWriter {
         Ok(())
     }
 
-    /// Writes everything pending in one transaction, retrying connection
-    /// failures with backoff on fresh connections.
+    /// The offset moves of the pending flush (synchronized delivery).
+    fn offset_moves(&self) -> Vec<OffsetMove> {
+        if self.config.delivery != Delivery::Synchronized {
+            return Vec::new();
+        }
+        self.pending
+            .next_offsets
+            .iter()
+            .map(|((topic, partition), next)| OffsetMove {
+                topic: topic.clone(),
+                partition: *partition,
+                expected: self
+                    .stored
+                    .get(&(topic.clone(), *partition))
+                    .copied()
+                    .flatten(),
+                next: *next,
+            })
+            .collect()
+    }
+
+    /// Commits everything pending in one transaction: the streamed COPY if it
+    /// is intact, otherwise all of it again. Connection failures are retried
+    /// with backoff on fresh connections; rows PostgreSQL rejects are isolated
+    /// and dead-lettered (`errors.tolerance = all`).
     async fn flush(&mut self) -> Result<(), SinkError> {
-        let synchronized = self.config.delivery == Delivery::Synchronized;
-        let offsets: Vec<OffsetMove> = if synchronized {
-            self.pending
-                .next_offsets
-                .iter()
-                .map(|((topic, partition), next)| OffsetMove {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    expected: self
-                        .stored
-                        .get(&(topic.clone(), *partition))
-                        .copied()
-                        .flatten(),
-                    next: *next,
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let mut delay = Duration::from_millis(100);
-        let started = Instant::now();
-        loop {
+        let offsets = self.offset_moves();
+        let chunks = self.pending.chunks();
+        let mut result = {
             let data = FlushData {
-                copy_chunks: &self.pending.chunks,
+                copy_chunks: &chunks,
                 dead_letters: &self.pending.dead_letters,
                 offsets: &offsets,
                 plugin: &self.config.plugin,
                 plugin_hash: &self.config.plugin_hash,
             };
-            match self.writer.flush(&data).await {
+            if self.streaming {
+                self.writer.finish(&data).await
+            } else {
+                self.writer.flush(&data).await
+            }
+        };
+        self.streaming = true;
+        let mut delay = Duration::from_millis(100);
+        let started = Instant::now();
+        loop {
+            match result {
                 Ok(()) => break,
                 Err(DbError::Fenced(reason)) => {
                     tracing::warn!(%reason, "another process moved the stored offsets; rolled back, re-reading from the stored offsets");
@@ -293,8 +360,25 @@ impl SinkWriter {
                     delay = (delay * 2).min(Duration::from_secs(10));
                     match Writer::connect(&self.config.db, self.writer.target().clone()).await {
                         Ok(writer) => self.writer = writer,
-                        Err(error) => tracing::warn!(%error, "reconnect failed"),
+                        Err(error) => {
+                            result = Err(error);
+                            continue;
+                        }
                     }
+                    let data = FlushData {
+                        copy_chunks: &chunks,
+                        dead_letters: &self.pending.dead_letters,
+                        offsets: &offsets,
+                        plugin: &self.config.plugin,
+                        plugin_hash: &self.config.plugin_hash,
+                    };
+                    result = self.writer.flush(&data).await;
+                }
+                Err(DbError::Data(reason))
+                    if self.config.errors_tolerance == ErrorTolerance::All =>
+                {
+                    tracing::warn!(%reason, rows = self.pending.rows, "PostgreSQL rejected a row; isolating the rejected messages");
+                    result = self.flush_isolating(&offsets).await;
                 }
                 Err(error) => return Err(SinkError::Flush(error)),
             }
@@ -311,16 +395,43 @@ impl SinkWriter {
             dead_letters = pending.dead_letters.len(),
             "flushed"
         );
-        if synchronized {
-            for m in &offsets {
-                self.stored
-                    .insert((m.topic.clone(), m.partition), Some(m.next));
-            }
+        for m in &offsets {
+            self.stored
+                .insert((m.topic.clone(), m.partition), Some(m.next));
         }
         if self.config.delivery != Delivery::Fastest {
             self.commit_kafka(&pending.next_offsets);
         }
         Ok(())
+    }
+
+    /// Loads the pending rows message by message group, bisecting with
+    /// savepoints, so that only the messages whose rows PostgreSQL rejects
+    /// go to the dead-letter table; then commits as usual.
+    async fn flush_isolating(&mut self, offsets: &[OffsetMove]) -> Result<(), DbError> {
+        let groups = self.pending.message_groups();
+        let rows: Vec<Bytes> = groups.iter().map(|(_, _, rows)| rows.clone()).collect();
+        let rejected = self.writer.copy_isolating(&rows).await?;
+        for (group, reason) in rejected {
+            let (batch, message, rows) = &groups[group];
+            let source = &self.pending.batches[*batch].source;
+            let m = source.message(*message as usize);
+            tracing::warn!(topic = m.topic, partition = m.partition, offset = m.offset, %reason,
+                "PostgreSQL rejected the row(s) of this message; sending it to pgsink.dead_letters");
+            self.pending.rows -= memchr::memchr_iter(b'\n', rows).count() as u64;
+            self.pending.dead_letters.push(DeadLetter::new(
+                m,
+                format!("PostgreSQL rejected the row: {reason}"),
+            ));
+        }
+        let data = FlushData {
+            copy_chunks: &[],
+            dead_letters: &self.pending.dead_letters,
+            offsets,
+            plugin: &self.config.plugin,
+            plugin_hash: &self.config.plugin_hash,
+        };
+        self.writer.finish(&data).await
     }
 
     /// Commits the flushed positions to Kafka: the position itself in
@@ -335,5 +446,54 @@ impl SinkWriter {
         if let Err(error) = self.consumer.commit(&tpl, CommitMode::Async) {
             tracing::debug!(%error, "Kafka offset commit failed (partitions may have moved)");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::MessageRef;
+
+    fn batch(copy_text: &str, row_messages: Vec<u32>, messages: usize) -> ConvertedBatch {
+        let mut source = BatchBuilder::new();
+        for offset in 0..messages {
+            source.push(
+                MessageRef {
+                    topic: "t",
+                    partition: 0,
+                    offset: offset as i64,
+                    timestamp: None,
+                    key: None,
+                    value: Some(b"{}"),
+                },
+                [],
+            );
+        }
+        ConvertedBatch {
+            copy_text: Bytes::copy_from_slice(copy_text.as_bytes()),
+            rows: row_messages.len() as u64,
+            row_messages,
+            source,
+            messages: messages as u64,
+            dead_letters: Vec::new(),
+            next_offsets: vec![("t".into(), 0, messages as i64)],
+        }
+    }
+
+    #[test]
+    fn rows_group_by_message_across_batches() {
+        let mut pending = Pending::default();
+        pending.add(batch("a\nb\nc\n", vec![0, 0, 2], 3));
+        pending.add(batch("", vec![], 2));
+        pending.add(batch("d\n", vec![1], 2));
+        let groups = pending.message_groups();
+        let expected = [(0, 0, "a\nb\n"), (0, 2, "c\n"), (2, 1, "d\n")];
+        assert_eq!(groups.len(), expected.len());
+        for ((b, m, rows), (eb, em, erows)) in groups.iter().zip(expected) {
+            assert_eq!((*b, *m, &rows[..]), (eb, em, erows.as_bytes()));
+        }
+        assert_eq!(pending.chunks().len(), 2);
+        assert_eq!(pending.rows, 4);
+        assert_eq!(pending.messages, 7);
     }
 }
