@@ -4,7 +4,10 @@ use memchr::memchr_iter;
 
 use crate::batch::BatchBuilder;
 use crate::bindings::{Column, Converted, Outcome};
-use crate::converter::{ConverterInstance, Plugin, PluginError};
+use crate::converter::{ConverterInstance, Plugin, PluginError, PluginLimits};
+
+/// Single-message timeouts in a row after which a converter is declared stuck.
+const STUCK_AFTER_TIMEOUTS: u32 = 3;
 use crate::copy_rows::check_rows;
 
 /// The checked result of converting one batch.
@@ -25,21 +28,24 @@ pub struct Converter {
     plugin: Plugin,
     settings: Vec<(String, String)>,
     columns: Vec<Column>,
+    limits: PluginLimits,
     instance: ConverterInstance,
 }
 
 impl Converter {
-    /// Instantiates and configures `plugin`.
+    /// Instantiates and configures `plugin` within `limits`.
     pub fn new(
         plugin: Plugin,
         settings: Vec<(String, String)>,
         columns: Vec<Column>,
+        limits: PluginLimits,
     ) -> Result<Self, PluginError> {
-        let instance = plugin.instantiate(&settings, &columns)?;
+        let instance = plugin.instantiate(&settings, &columns, limits)?;
         Ok(Converter {
             plugin,
             settings,
             columns,
+            limits,
             instance,
         })
     }
@@ -74,15 +80,19 @@ impl Converter {
     }
 
     fn renew(&mut self) -> Result<(), PluginError> {
-        self.instance = self.plugin.instantiate(&self.settings, &self.columns)?;
+        self.instance = self
+            .plugin
+            .instantiate(&self.settings, &self.columns, self.limits)?;
         Ok(())
     }
 
     fn convert_one_by_one(&mut self, batch: &BatchBuilder) -> Result<Conversion, PluginError> {
         let mut all = Conversion::default();
+        let mut timeouts = 0;
         for i in 0..batch.len() {
             match self.instance.convert(batch.single(i).batch()) {
                 Ok(converted) => {
+                    timeouts = 0;
                     let one = check(converted, 1, self.instance.columns());
                     all.copy_text.extend_from_slice(&one.copy_text);
                     all.rows += one.rows;
@@ -92,6 +102,15 @@ impl Converter {
                         .extend(one.failed.into_iter().map(|(_, r)| (i, r)));
                 }
                 Err(trap) => {
+                    if matches!(trap, PluginError::Timeout { .. }) {
+                        timeouts += 1;
+                        if timeouts >= STUCK_AFTER_TIMEOUTS {
+                            return Err(PluginError::Stuck {
+                                plugin: self.label(),
+                                timeouts,
+                            });
+                        }
+                    }
                     all.failed.push((i, trap.to_string()));
                     self.renew()?;
                 }

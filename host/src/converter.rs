@@ -1,6 +1,7 @@
 //! Loading converter components and calling them: the WebAssembly runtime.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -8,13 +9,32 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{self, Batch, Column, Converted, ConverterPre, PluginInfo};
+use crate::component_cache::ComponentCache;
 
 /// The bundled parse-path converter, built from `plugins/path-parser`.
 pub const BUNDLED_PATH_PARSER: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/path_parser.wasm"));
 
-/// Linear memory one converter instance may grow to.
-const MEMORY_LIMIT: usize = 512 << 20;
+/// How often the epoch advances when converters have a time limit.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The sandbox limits of one converter instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// Wall-clock cap on one call (one batch); `None`: no cap.
+    pub timeout: Option<Duration>,
+    /// Cap on the instance's linear memory, in bytes.
+    pub memory: usize,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        PluginLimits {
+            timeout: Some(Duration::from_secs(10)),
+            memory: 512 << 20,
+        }
+    }
+}
 
 /// Errors loading, configuring or calling a converter component.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +74,22 @@ pub enum PluginError {
         /// wasmtime's reason.
         error: wasmtime::Error,
     },
+    /// The converter ran past `plugin.timeout.ms` on one call.
+    #[error("the converter {plugin} ran longer than plugin.timeout.ms ({timeout:?}) on one batch and was stopped")]
+    Timeout {
+        /// The converter's name and version.
+        plugin: String,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// The converter keeps timing out: it cannot make progress at all.
+    #[error("the converter {plugin} cannot make progress: {timeouts} messages in a row ran past plugin.timeout.ms; stopping the sink (nothing is committed past the last flushed rows)")]
+    Stuck {
+        /// The converter's name and version.
+        plugin: String,
+        /// Consecutive single-message timeouts.
+        timeouts: u32,
+    },
 }
 
 /// The wasmtime engine every converter of this process is compiled with.
@@ -61,19 +97,52 @@ pub enum PluginError {
 pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<PluginState>>,
+    cache: Option<ComponentCache>,
+    epochs: bool,
 }
 
 impl Runtime {
-    /// An engine tuned for batched synchronous calls (no async, no fuel, no epochs).
-    pub fn new() -> Result<Self, PluginError> {
-        Self::build().map_err(PluginError::Engine)
+    /// An engine tuned for batched synchronous calls: no async, no fuel; epoch
+    /// interruption only when `time_limits` (it costs converter speed). Compiled
+    /// components are cached in [`ComponentCache::default_dir`].
+    pub fn new(time_limits: bool) -> Result<Self, PluginError> {
+        let mut runtime = Self::build(time_limits).map_err(PluginError::Engine)?;
+        if let Some(dir) = ComponentCache::default_dir() {
+            match ComponentCache::open(&dir, &runtime.engine) {
+                Ok(cache) => runtime.cache = Some(cache),
+                Err(error) => {
+                    tracing::warn!(dir = %dir.display(), %error, "no component cache")
+                }
+            }
+        }
+        Ok(runtime)
     }
 
-    fn build() -> wasmtime::Result<Self> {
+    /// The same runtime without a disk cache.
+    pub fn without_cache(mut self) -> Self {
+        self.cache = None;
+        self
+    }
+
+    fn build(epochs: bool) -> wasmtime::Result<Self> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        config.epoch_interruption(epochs);
         let engine = Engine::new(&config)?;
+        if epochs {
+            let weak = engine.weak();
+            std::thread::Builder::new()
+                .name("pgsink-epoch".into())
+                .spawn(move || {
+                    while let Some(engine) = weak.upgrade() {
+                        engine.increment_epoch();
+                        drop(engine);
+                        std::thread::sleep(EPOCH_TICK);
+                    }
+                })
+                .map_err(wasmtime::Error::from)?;
+        }
         let mut linker = Linker::new(&engine);
         // WASI is linked so that ordinary Rust/Python/JS components instantiate,
         // but the context grants nothing: no files, no network, no environment.
@@ -81,16 +150,33 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker: Arc::new(linker),
+            cache: None,
+            epochs,
         })
     }
 
-    /// Compiles a component from its bytes; `source_name` names it in errors.
+    /// Compiles a component from its bytes (or loads it precompiled from the
+    /// cache) and checks it against the WIT world; `source_name` names it in errors.
     pub fn load(&self, bytes: &[u8], source_name: &str) -> Result<Plugin, PluginError> {
-        let component =
-            Component::new(&self.engine, bytes).map_err(|error| PluginError::Compile {
-                source_name: source_name.to_string(),
-                error,
-            })?;
+        let hash = hex::encode(Sha256::digest(bytes));
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.load(&self.engine, &hash));
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                let component =
+                    Component::new(&self.engine, bytes).map_err(|error| PluginError::Compile {
+                        source_name: source_name.to_string(),
+                        error,
+                    })?;
+                if let Some(cache) = &self.cache {
+                    cache.store(&hash, &component);
+                }
+                component
+            }
+        };
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -102,7 +188,8 @@ impl Runtime {
         Ok(Plugin {
             pre,
             engine: self.engine.clone(),
-            hash: hex::encode(Sha256::digest(bytes)),
+            epochs: self.epochs,
+            hash,
             source_name: source_name.to_string(),
         })
     }
@@ -118,6 +205,7 @@ impl Runtime {
 pub struct Plugin {
     pre: ConverterPre<PluginState>,
     engine: Engine,
+    epochs: bool,
     hash: String,
     source_name: String,
 }
@@ -133,22 +221,34 @@ impl Plugin {
         &self.source_name
     }
 
-    /// A new instance, configured with `settings` for `columns`.
+    /// A new instance within `limits`, configured with `settings` for `columns`.
     pub fn instantiate(
         &self,
         settings: &[(String, String)],
         columns: &[Column],
+        limits: PluginLimits,
     ) -> Result<ConverterInstance, PluginError> {
         let state = PluginState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
-                .memory_size(MEMORY_LIMIT)
-                .instances(4)
+                .memory_size(limits.memory)
+                .trap_on_grow_failure(false)
                 .build(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
+        let deadline_ticks = match limits.timeout {
+            _ if !self.epochs => None,
+            Some(timeout) => {
+                Some(timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64 + 1)
+            }
+            None => Some(u64::MAX / 2),
+        };
+        if let Some(ticks) = deadline_ticks {
+            store.set_epoch_deadline(ticks);
+            store.epoch_deadline_trap();
+        }
         let world_error = |error| PluginError::World {
             source_name: self.source_name.clone(),
             error,
@@ -173,6 +273,8 @@ impl Plugin {
             bindings,
             info,
             columns: columns.len(),
+            deadline_ticks,
+            timeout: limits.timeout,
         })
     }
 }
@@ -183,6 +285,8 @@ pub struct ConverterInstance {
     bindings: bindings::Converter,
     info: PluginInfo,
     columns: usize,
+    deadline_ticks: Option<u64>,
+    timeout: Option<Duration>,
 }
 
 impl ConverterInstance {
@@ -199,12 +303,20 @@ impl ConverterInstance {
     /// Converts one batch with one component call. A trap leaves this
     /// instance unusable: make a new one.
     pub fn convert(&mut self, batch: &Batch) -> Result<Converted, PluginError> {
+        if let Some(ticks) = self.deadline_ticks {
+            self.store.set_epoch_deadline(ticks);
+        }
         self.bindings
             .pgsink_converter_convert()
             .call_convert_batch(&mut self.store, batch)
-            .map_err(|error| PluginError::Trap {
-                plugin: format!("{} {}", self.info.name, self.info.version),
-                error,
+            .map_err(|error| {
+                let plugin = format!("{} {}", self.info.name, self.info.version);
+                match (error.downcast_ref::<wasmtime::Trap>(), self.timeout) {
+                    (Some(wasmtime::Trap::Interrupt), Some(timeout)) => {
+                        PluginError::Timeout { plugin, timeout }
+                    }
+                    _ => PluginError::Trap { plugin, error },
+                }
             })
     }
 }

@@ -10,6 +10,7 @@
 
 mod batch;
 mod bindings;
+mod component_cache;
 mod config;
 mod conversion;
 mod convert_lines;
@@ -24,13 +25,16 @@ mod writer;
 
 pub use batch::{BatchBuilder, MessageRef};
 pub use bindings::{Column, PluginInfo};
+pub use component_cache::ComponentCache;
 pub use config::{
     load as load_config, parse_properties, parse_toml, ConfigError, DbConfig, Delivery,
     ErrorTolerance, PluginConfig, SinkConfig,
 };
 pub use conversion::{Conversion, Converter};
 pub use convert_lines::{convert_lines, ConvertError, ConvertSummary};
-pub use converter::{ConverterInstance, Plugin, PluginError, Runtime, BUNDLED_PATH_PARSER};
+pub use converter::{
+    ConverterInstance, Plugin, PluginError, PluginLimits, Runtime, BUNDLED_PATH_PARSER,
+};
 pub use copy_rows::check_rows;
 pub use demo::{demo, DemoArgs};
 pub use postgres::{connect, quote_ident, DbError, Target, INSTALL_SQL, UNINSTALL_SQL};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use pgsink::{Column, Converter, Runtime};
+use pgsink::{Column, Converter, PluginLimits, Runtime};
 
 /// Stream Kafka topics into PostgreSQL tables at COPY speed, converting each
 /// message into rows with a WebAssembly converter (by default the bundled
@@ -118,7 +118,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             input,
         } => {
             let config = pgsink::load_config(&config)?;
-            let runtime = Runtime::new()?;
+            let runtime = Runtime::new(true)?;
             let plugin_path = plugin.or(config.plugin.path.clone());
             let plugin = pgsink::load_plugin(&runtime, plugin_path.as_deref())?;
             let columns: Vec<Column> = config
@@ -130,7 +130,12 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                     type_name: None,
                 })
                 .collect();
-            let mut converter = Converter::new(plugin, config.plugin.settings.clone(), columns)?;
+            let mut converter = Converter::new(
+                plugin,
+                config.plugin.settings.clone(),
+                columns,
+                PluginLimits::default(),
+            )?;
             let topic = config.topics.first().map(String::as_str).unwrap_or("stdin");
             let stdout = io::stdout().lock();
             let stderr = io::stderr().lock();

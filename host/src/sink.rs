@@ -11,7 +11,7 @@ use rdkafka::consumer::Consumer;
 use crate::bindings::Column;
 use crate::config::{Delivery, SinkConfig};
 use crate::conversion::Converter;
-use crate::converter::{Plugin, Runtime};
+use crate::converter::{Plugin, PluginLimits, Runtime};
 use crate::kafka::{client_config, OffsetSource, SinkConsumer, SinkContext};
 use crate::pipeline::ConsumeLoop;
 use crate::postgres::{self, Target, Writer};
@@ -29,10 +29,15 @@ pub fn load_plugin(runtime: &Runtime, path: Option<&Path>) -> anyhow::Result<Plu
     })
 }
 
+/// The sandbox limits `config` sets for its converter.
+pub fn plugin_limits(_config: &SinkConfig) -> PluginLimits {
+    PluginLimits::default()
+}
+
 /// Checks the database, the table and the converter, then runs the sink
 /// until `shutdown` is set. Returns when every pipeline has flushed.
 pub async fn run(config: SinkConfig, shutdown: Arc<AtomicBool>) -> anyhow::Result<()> {
-    let runtime = Runtime::new()?;
+    let runtime = Runtime::new(true)?;
     let plugin = load_plugin(&runtime, config.plugin.path.as_deref())?;
     let db = &config.db;
     let client = postgres::connect(db)
@@ -59,6 +64,7 @@ pub async fn run(config: SinkConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
         plugin.clone(),
         config.plugin.settings.clone(),
         columns.clone(),
+        plugin_limits(&config),
     )?;
     let label = probe.label();
     drop(probe);
@@ -209,6 +215,7 @@ async fn start_pipeline(
             plugin.clone(),
             config.plugin.settings.clone(),
             columns.to_vec(),
+            plugin_limits(config),
         )?,
         events: events.clone(),
         shutdown: shutdown.clone(),
