@@ -21,6 +21,9 @@ pub struct Conversion {
     pub row_messages: Vec<u32>,
     /// Messages that failed: their index in the batch and the reason.
     pub failed: Vec<(usize, String)>,
+    /// How many of the failures are the converter's own fault (a trap, a
+    /// timeout, malformed output) rather than a message it rejected.
+    pub faults: usize,
 }
 
 /// A configured converter that survives plugin traps.
@@ -100,6 +103,7 @@ impl Converter {
                         .extend(one.row_messages.iter().map(|_| i as u32));
                     all.failed
                         .extend(one.failed.into_iter().map(|(_, r)| (i, r)));
+                    all.faults += one.faults;
                 }
                 Err(trap) => {
                     if matches!(trap, PluginError::Timeout { .. }) {
@@ -112,6 +116,7 @@ impl Converter {
                         }
                     }
                     all.failed.push((i, trap.to_string()));
+                    all.faults += 1;
                     self.renew()?;
                 }
             }
@@ -128,6 +133,7 @@ fn check(converted: Converted, messages: usize, columns: usize) -> Conversion {
     } = converted;
     let fail_all = |reason: String| Conversion {
         failed: (0..messages).map(|i| (i, reason.clone())).collect(),
+        faults: messages,
         ..Conversion::default()
     };
     if outcomes.len() != messages {
@@ -180,6 +186,7 @@ fn check(converted: Converted, messages: usize, columns: usize) -> Conversion {
                         }
                         out.rows -= u64::from(n);
                         out.failed.push((i, reason));
+                        out.faults += 1;
                     }
                 }
                 start = end;
@@ -241,6 +248,7 @@ mod tests {
         assert_eq!(c.failed[0].0, 1);
         assert!(c.failed[0].1.contains("1 fields for 2"));
         assert_eq!(c.failed[1], (2, "nope".to_string()));
+        assert_eq!(c.faults, 1, "a rejected message is not a converter fault");
     }
 
     #[test]

@@ -132,7 +132,7 @@ kafka.group.id = "pgsink-demo"
     println!("demo: running the sink with this configuration:\n\n{config_text}");
     let config = crate::parse_toml(&config_text)?;
     let shutdown = Arc::new(AtomicBool::new(false));
-    let sink = tokio::spawn(crate::run(config, shutdown.clone()));
+    let sink = tokio::spawn(crate::run(config, shutdown.clone(), None));
     let started = Instant::now();
     let expected = args.messages as i64;
     loop {

@@ -20,6 +20,7 @@ mod demo;
 mod kafka;
 mod pipeline;
 mod postgres;
+mod reload;
 mod sink;
 mod writer;
 
@@ -38,5 +39,6 @@ pub use converter::{
 pub use copy_rows::check_rows;
 pub use demo::{demo, DemoArgs};
 pub use postgres::{connect, quote_ident, DbError, Target, INSTALL_SQL, UNINSTALL_SQL};
-pub use sink::{load_plugin, run};
+pub use reload::{ConverterSpec, ReloadError, ReloadStats};
+pub use sink::{load_plugin, plugin_limits, run, ReloadSource};
 pub use writer::SinkError;

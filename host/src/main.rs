@@ -101,14 +101,24 @@ fn init_logging(format: LogFormat) {
 
 fn execute(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { config } => {
-            let config = pgsink::load_config(&config)?;
+        Command::Run { config: path } => {
+            let config = pgsink::load_config(&path)?;
             tracing::debug!(config = %config.redacted(), "configuration");
+            let mut watched = vec![path.clone()];
+            watched.extend(config.plugin.path.clone());
+            let reload = pgsink::ReloadSource {
+                read_config: Box::new(move || {
+                    pgsink::load_config(&path)
+                        .map(|c| c.plugin)
+                        .map_err(|e| e.to_string())
+                }),
+                watched,
+            };
             let runtime = tokio_runtime()?;
             runtime.block_on(async {
                 let shutdown = Arc::new(AtomicBool::new(false));
                 tokio::spawn(stop_on_signal(shutdown.clone()));
-                pgsink::run(config, shutdown).await
+                pgsink::run(config, shutdown, Some(reload)).await
             })?;
             Ok(ExitCode::SUCCESS)
         }

@@ -13,13 +13,15 @@ use bytes::Bytes;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::Offset;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::batch::{BatchBuilder, MessageRef};
+use crate::bindings::Column;
 use crate::conversion::Converter;
 use crate::kafka::{Partition, SinkConsumer};
 use crate::postgres::DeadLetter;
-use crate::writer::{ConvertedBatch, Event, Stats};
+use crate::reload::{CanarySample, ConverterSpec};
+use crate::writer::{ConvertedBatch, ConverterId, Event, Stats};
 
 /// Most messages per converter call.
 pub const BATCH_MESSAGES: usize = 10_000;
@@ -34,6 +36,14 @@ pub struct ConsumeLoop {
     pub consumer: Arc<SinkConsumer>,
     /// The converter.
     pub converter: Converter,
+    /// Which converter that is.
+    pub converter_id: Arc<ConverterId>,
+    /// Replacement converters, published by the reloader.
+    pub specs: watch::Receiver<Arc<ConverterSpec>>,
+    /// The target columns (to instantiate replacements).
+    pub columns: Vec<Column>,
+    /// Where recent messages are offered for reload canaries.
+    pub canary: Arc<CanarySample>,
     /// To the writer.
     pub events: mpsc::Sender<Event>,
     /// Set to stop.
@@ -60,9 +70,11 @@ impl ConsumeLoop {
     pub fn run(mut self) -> Result<(), ConsumeError> {
         let mut builder = BatchBuilder::new();
         let mut generation = self.generation.load(Ordering::SeqCst);
-        let hash = self.converter.plugin().hash().to_string();
-        tracing::debug!(plugin = %self.converter.label(), %hash, "consume loop started");
+        tracing::debug!(plugin = %self.converter_id.label, hash = %self.converter_id.hash, "consume loop started");
         while !self.shutdown.load(Ordering::Relaxed) {
+            if self.specs.has_changed().unwrap_or(false) {
+                self.swap_converter();
+            }
             let wanted = self.generation.load(Ordering::SeqCst);
             if wanted != generation {
                 generation = wanted;
@@ -73,6 +85,7 @@ impl ConsumeLoop {
             if builder.is_empty() {
                 continue;
             }
+            self.canary.offer(&builder);
             let source = std::mem::replace(&mut builder, BatchBuilder::new());
             let batch = self.convert(source)?;
             self.stats
@@ -87,6 +100,26 @@ impl ConsumeLoop {
             }
         }
         Ok(())
+    }
+
+    /// Swaps in the converter the reloader published (between two batches).
+    fn swap_converter(&mut self) {
+        let spec = self.specs.borrow_and_update().clone();
+        match spec.instantiate(&self.columns) {
+            Ok(converter) => {
+                self.converter_id = Arc::new(ConverterId {
+                    label: converter.label(),
+                    hash: spec.plugin.hash().to_string(),
+                    version: spec.version,
+                });
+                self.converter = converter;
+                tracing::info!(plugin = %self.converter_id.label, hash = %self.converter_id.hash,
+                    version = spec.version, "converter swapped in");
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot instantiate the reloaded converter; keeping the previous one");
+            }
+        }
     }
 
     /// Polls until the batch is full or has waited long enough.
@@ -130,7 +163,7 @@ impl ConsumeLoop {
     /// Converts `source` and turns failures into dead letters.
     fn convert(&mut self, source: BatchBuilder) -> Result<ConvertedBatch, ConsumeError> {
         let conversion = self.converter.convert(&source)?;
-        let plugin = self.converter.label();
+        let plugin = &self.converter_id.label;
         let dead_letters = conversion
             .failed
             .into_iter()
@@ -149,6 +182,7 @@ impl ConsumeLoop {
             dead_letters,
             next_offsets: next_offsets(&source),
             source,
+            converter: self.converter_id.clone(),
         })
     }
 

@@ -1,21 +1,22 @@
 //! `pgsink run`: checks everything, then runs `tasks` pipelines until shutdown.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rdkafka::consumer::Consumer;
+use tokio::sync::watch;
 
 use crate::bindings::Column;
-use crate::config::{Delivery, SinkConfig};
-use crate::conversion::Converter;
+use crate::config::{Delivery, PluginConfig, SinkConfig};
 use crate::converter::{Plugin, PluginLimits, Runtime};
 use crate::kafka::{client_config, OffsetSource, SinkConsumer, SinkContext};
 use crate::pipeline::ConsumeLoop;
 use crate::postgres::{self, Target, Writer};
-use crate::writer::{Event, SinkWriter, Stats, WriterConfig};
+use crate::reload::{CanarySample, ConverterSpec, ReloadStats, Reloader};
+use crate::writer::{ConverterId, Event, SinkWriter, Stats, WriterConfig};
 
 /// Loads the configured converter: the file in `plugin.path`, or the bundled one.
 pub fn load_plugin(runtime: &Runtime, path: Option<&Path>) -> anyhow::Result<Plugin> {
@@ -29,15 +30,29 @@ pub fn load_plugin(runtime: &Runtime, path: Option<&Path>) -> anyhow::Result<Plu
     })
 }
 
-/// The sandbox limits `config` sets for its converter.
-pub fn plugin_limits(_config: &SinkConfig) -> PluginLimits {
+/// The sandbox limits a converter configuration sets.
+pub fn plugin_limits(_plugin: &PluginConfig) -> PluginLimits {
     PluginLimits::default()
 }
 
+/// Where a running sink re-reads its converter configuration for hot reload.
+pub struct ReloadSource {
+    /// Reads this sink's `plugin.*` configuration again.
+    pub read_config: Box<dyn Fn() -> Result<PluginConfig, String> + Send + Sync>,
+    /// Files whose changes trigger a reload.
+    pub watched: Vec<PathBuf>,
+}
+
 /// Checks the database, the table and the converter, then runs the sink
-/// until `shutdown` is set. Returns when every pipeline has flushed.
-pub async fn run(config: SinkConfig, shutdown: Arc<AtomicBool>) -> anyhow::Result<()> {
-    let runtime = Runtime::new(true)?;
+/// until `shutdown` is set. Returns when every pipeline has flushed. With a
+/// `reload` source, the converter is hot-reloaded when it changes.
+pub async fn run(
+    config: SinkConfig,
+    shutdown: Arc<AtomicBool>,
+    reload: Option<ReloadSource>,
+) -> anyhow::Result<()> {
+    let limits = plugin_limits(&config.plugin);
+    let runtime = Runtime::new(limits.timeout.is_some())?;
     let plugin = load_plugin(&runtime, config.plugin.path.as_deref())?;
     let db = &config.db;
     let client = postgres::connect(db)
@@ -59,15 +74,18 @@ pub async fn run(config: SinkConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
             type_name: Some(type_name.clone()),
         })
         .collect();
+    let spec = ConverterSpec {
+        plugin,
+        settings: config.plugin.settings.clone(),
+        limits,
+        version: 0,
+    };
     // Instantiating once here reports bad converter settings before consuming anything.
-    let probe = Converter::new(
-        plugin.clone(),
-        config.plugin.settings.clone(),
-        columns.clone(),
-        plugin_limits(&config),
-    )?;
-    let label = probe.label();
-    drop(probe);
+    let converter_id = Arc::new(ConverterId {
+        label: spec.instantiate(&columns)?.label(),
+        hash: spec.plugin.hash().to_string(),
+        version: 0,
+    });
     if config.delivery != Delivery::Synchronized {
         let dropped = target.drop_state(&client).await?;
         if dropped > 0 {
@@ -77,18 +95,40 @@ pub async fn run(config: SinkConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
     }
     tracing::info!(
         table = %target.qualified(), topics = ?config.topics, delivery = %config.delivery,
-        plugin = %label, plugin_hash = plugin.hash(), tasks = config.tasks, "starting"
+        plugin = %converter_id.label, plugin_hash = %converter_id.hash, tasks = config.tasks, "starting"
     );
 
+    let (publish, specs) = watch::channel(Arc::new(spec));
+    let canary = Arc::new(CanarySample::default());
     let stats = Arc::new(Stats::default());
     let mut pipelines = Vec::new();
     for task in 0..config.tasks {
-        let pipeline = start_pipeline(
-            &config, &target, &plugin, &columns, &label, &shutdown, &stats,
-        )
-        .await
-        .with_context(|| format!("cannot start pipeline {task}"))?;
+        let shared = Shared {
+            target: &target,
+            columns: &columns,
+            specs: specs.clone(),
+            converter_id: converter_id.clone(),
+            canary: canary.clone(),
+            shutdown: &shutdown,
+            stats: &stats,
+        };
+        let pipeline = start_pipeline(&config, shared)
+            .await
+            .with_context(|| format!("cannot start pipeline {task}"))?;
         pipelines.push(pipeline);
+    }
+    if let Some(source) = reload {
+        let reloader = Reloader {
+            runtime: runtime.clone(),
+            read_config: source.read_config,
+            watched: source.watched,
+            columns: columns.clone(),
+            publish,
+            canary,
+            stats: Arc::new(ReloadStats::default()),
+            limits_of: plugin_limits,
+        };
+        tokio::spawn(reloader.run(shutdown.clone()));
     }
     let reporter = tokio::spawn(report_progress(stats.clone(), shutdown.clone()));
     let mut failure = None;
@@ -110,6 +150,17 @@ pub async fn run(config: SinkConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
         Some(error) => Err(error),
         None => Ok(()),
     }
+}
+
+/// What the pipelines of one sink share.
+struct Shared<'a> {
+    target: &'a Target,
+    columns: &'a [Column],
+    specs: watch::Receiver<Arc<ConverterSpec>>,
+    converter_id: Arc<ConverterId>,
+    canary: Arc<CanarySample>,
+    shutdown: &'a Arc<AtomicBool>,
+    stats: &'a Arc<Stats>,
 }
 
 struct RunningPipeline {
@@ -158,13 +209,17 @@ async fn finish_result(
 
 async fn start_pipeline(
     config: &SinkConfig,
-    target: &Target,
-    plugin: &Plugin,
-    columns: &[Column],
-    label: &str,
-    shutdown: &Arc<AtomicBool>,
-    stats: &Arc<Stats>,
+    shared: Shared<'_>,
 ) -> anyhow::Result<RunningPipeline> {
+    let Shared {
+        target,
+        columns,
+        specs,
+        converter_id,
+        canary,
+        shutdown,
+        stats,
+    } = shared;
     let (events, receiver) = tokio::sync::mpsc::channel(4);
     let generation = Arc::new(AtomicU64::new(0));
     let offsets = if config.delivery == Delivery::Synchronized {
@@ -200,8 +255,6 @@ async fn start_pipeline(
             buffer_size: config.buffer_size,
             flush_interval: config.flush_interval,
             errors_tolerance: config.errors_tolerance,
-            plugin: label.to_string(),
-            plugin_hash: plugin.hash().to_string(),
         },
         writer,
         consumer.clone(),
@@ -211,12 +264,14 @@ async fn start_pipeline(
     );
     let consume_loop = ConsumeLoop {
         consumer: consumer.clone(),
-        converter: Converter::new(
-            plugin.clone(),
-            config.plugin.settings.clone(),
-            columns.to_vec(),
-            plugin_limits(config),
-        )?,
+        converter: {
+            let spec = specs.borrow().clone();
+            spec.instantiate(columns)?
+        },
+        converter_id,
+        specs,
+        columns: columns.to_vec(),
+        canary,
         events: events.clone(),
         shutdown: shutdown.clone(),
         generation,

@@ -60,6 +60,19 @@ pub struct ConvertedBatch {
     pub dead_letters: Vec<DeadLetter>,
     /// Per partition, the offset after its last message in the batch.
     pub next_offsets: Vec<(String, i32, i64)>,
+    /// The converter that converted the batch.
+    pub converter: Arc<ConverterId>,
+}
+
+/// Which converter produced a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConverterId {
+    /// `name version`, as the converter reports it.
+    pub label: String,
+    /// SHA-256 of the component.
+    pub hash: String,
+    /// Swap count (0: the converter the sink started with).
+    pub version: u64,
 }
 
 /// Counters of one pipeline, shared with the progress reporter.
@@ -87,10 +100,6 @@ pub struct WriterConfig {
     pub flush_interval: Duration,
     /// What to do with a bad message.
     pub errors_tolerance: ErrorTolerance,
-    /// The converter's `name version`.
-    pub plugin: String,
-    /// The converter's hash.
-    pub plugin_hash: String,
 }
 
 /// Errors that stop a pipeline.
@@ -123,6 +132,8 @@ struct Pending {
     messages: u64,
     dead_letters: Vec<DeadLetter>,
     next_offsets: HashMap<Partition, i64>,
+    /// The converter of every pending batch (one per flush).
+    converter: Arc<ConverterId>,
 }
 
 impl Pending {
@@ -134,6 +145,7 @@ impl Pending {
         for (topic, partition, next) in batch.next_offsets {
             self.next_offsets.insert((topic, partition), next);
         }
+        self.converter = batch.converter;
         self.batches.push(PendingBatch {
             copy_text: batch.copy_text,
             row_messages: batch.row_messages,
@@ -264,6 +276,12 @@ impl SinkWriter {
                         )));
                     }
                 }
+                if !self.pending.is_empty()
+                    && self.pending.converter.version != batch.converter.version
+                {
+                    // A flush holds the output of one converter version only.
+                    self.flush().await?;
+                }
                 let rows = batch.copy_text.clone();
                 self.pending.add(batch);
                 if self.streaming && !rows.is_empty() {
@@ -327,8 +345,8 @@ impl SinkWriter {
                 copy_chunks: &chunks,
                 dead_letters: &self.pending.dead_letters,
                 offsets: &offsets,
-                plugin: &self.config.plugin,
-                plugin_hash: &self.config.plugin_hash,
+                plugin: &self.pending.converter.label,
+                plugin_hash: &self.pending.converter.hash,
             };
             if self.streaming {
                 self.writer.finish(&data).await
@@ -369,8 +387,8 @@ impl SinkWriter {
                         copy_chunks: &chunks,
                         dead_letters: &self.pending.dead_letters,
                         offsets: &offsets,
-                        plugin: &self.config.plugin,
-                        plugin_hash: &self.config.plugin_hash,
+                        plugin: &self.pending.converter.label,
+                        plugin_hash: &self.pending.converter.hash,
                     };
                     result = self.writer.flush(&data).await;
                 }
@@ -428,8 +446,8 @@ impl SinkWriter {
             copy_chunks: &[],
             dead_letters: &self.pending.dead_letters,
             offsets,
-            plugin: &self.config.plugin,
-            plugin_hash: &self.config.plugin_hash,
+            plugin: &self.pending.converter.label,
+            plugin_hash: &self.pending.converter.hash,
         };
         self.writer.finish(&data).await
     }
@@ -477,6 +495,7 @@ mod tests {
             messages: messages as u64,
             dead_letters: Vec::new(),
             next_offsets: vec![("t".into(), 0, messages as i64)],
+            converter: Arc::default(),
         }
     }
 
