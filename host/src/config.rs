@@ -5,16 +5,21 @@
 //! * **TOML** (any file name not ending in `.properties`). The JustOne
 //!   `kafka-sink-pg-json` property names keep their meaning as dotted keys
 //!   (`db.host = "x"` and `[db] host = "x"` are the same thing), plus pgsink's
-//!   own keys (`plugin.*`, `kafka.*`, ...). See [`parse_toml`].
+//!   own keys (`plugin.*`, `kafka.*`, ...). See [`parse_toml`]. A TOML file
+//!   may declare several sinks in `[[sink]]` sections, which inherit the
+//!   file's top-level keys; [`parse_process_toml`] and [`load_process`] read
+//!   such files into a [`ProcessConfig`].
 //! * **Java `.properties`**: the original connector's file, unchanged, plus
-//!   `bootstrap.servers`. See [`parse_properties`].
+//!   `bootstrap.servers`. See [`parse_properties`]. Always one sink.
 //!
 //! Both formats are turned into one raw, serde-derived structure
-//! (`raw::RawConfig`) and checked in one place (`RawConfig::validate`).
+//! (`raw::RawConfig`) and checked in one place (`raw.rs`: `RawConfig::validate`
+//! for one sink, `RawConfig::validate_process` for a whole file).
 //! The user-facing reference is `docs/configuration.md`.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -42,6 +47,14 @@ pub const DEFAULT_TASKS: usize = 1;
 pub const DEFAULT_BOOTSTRAP_SERVERS: &str = "localhost:9092";
 /// `auto.offset.reset` used when the configuration sets none (Kafka Connect's sink default).
 pub const DEFAULT_AUTO_OFFSET_RESET: &str = "earliest";
+/// Default `plugin.timeout.ms`: wall-clock cap on one converter call.
+pub const DEFAULT_PLUGIN_TIMEOUT_MS: u64 = 10_000;
+/// Default `plugin.memory.mb`: the converter's linear-memory cap, in MiB.
+pub const DEFAULT_PLUGIN_MEMORY_MB: u64 = 512;
+/// Smallest accepted `plugin.memory.mb`, in MiB.
+pub const MIN_PLUGIN_MEMORY_MB: u64 = 16;
+/// Bytes in one of `plugin.memory.mb`'s megabytes (a mebibyte).
+pub const MEGABYTE: usize = 1024 * 1024;
 /// Name of the converter setting that carries `db.json.parse`.
 pub const PARSE_PATHS_SETTING: &str = "db.json.parse";
 /// The original connector's class; other `connector.class` values draw a warning.
@@ -63,6 +76,20 @@ pub const FORBIDDEN_KAFKA_KEYS: &[(&str, &str)] = &[
         "pgsink stores offsets itself, only for messages that reached the database",
     ),
 ];
+
+/// A validated process configuration: every sink of a file, and the
+/// process-wide settings.
+///
+/// A file without `[[sink]]` sections, and every `.properties` file, gives
+/// exactly one sink. `Debug` hides secrets as [`SinkConfig`]'s does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessConfig {
+    /// The sinks, in the order of the file's `[[sink]]` sections (never empty).
+    pub sinks: Vec<SinkConfig>,
+    /// Where to serve Prometheus metrics over HTTP (`metrics.address`, top
+    /// level only); `None`: no metrics endpoint.
+    pub metrics_address: Option<SocketAddr>,
+}
 
 /// A validated sink configuration.
 ///
@@ -86,6 +113,10 @@ pub struct SinkConfig {
     pub flush_interval: Duration,
     /// What to do with a message the converter or the database rejects (`errors.tolerance`).
     pub errors_tolerance: ErrorTolerance,
+    /// Safety valve (`errors.deadletter.max.per.minute`): when one pipeline
+    /// dead-letters more messages than this within one minute, the sink stops
+    /// with an error. `None`: no limit. Always at least 1.
+    pub max_dead_letters_per_minute: Option<u64>,
     /// The converter component and its settings (`plugin.*`, `db.json.parse`).
     pub plugin: PluginConfig,
     /// librdkafka properties, defaults applied (bootstrap.servers, group.id, auto.offset.reset).
@@ -111,6 +142,29 @@ pub struct DbConfig {
     pub table: String,
     /// Target columns, names exactly as given (to be quoted as identifiers).
     pub columns: Vec<String>,
+    /// TLS to the database (`db.sslmode`, as libpq's; default `prefer`).
+    pub sslmode: SslMode,
+    /// CA bundle (PEM) that verifies the server's certificate under
+    /// [`SslMode::VerifyFull`] (`db.sslrootcert`); `None`: the system's roots.
+    /// Only ever set with `VerifyFull`. [`load`] makes a relative path
+    /// relative to the configuration file's directory.
+    pub sslrootcert: Option<PathBuf>,
+}
+
+/// TLS to the database (`db.sslmode`), with libpq's meaning of each name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SslMode {
+    /// Plain TCP, never TLS.
+    Disable,
+    /// TLS when the server offers it, else plain TCP; the server's
+    /// certificate is not checked.
+    #[default]
+    Prefer,
+    /// TLS or no connection; the server's certificate is not checked.
+    Require,
+    /// TLS or no connection; the server's certificate must chain to
+    /// `db.sslrootcert` (or the system's roots) and name the host in `db.host`.
+    VerifyFull,
 }
 
 /// Delivery semantics (`db.delivery`), as in the original connector.
@@ -138,8 +192,10 @@ pub enum ErrorTolerance {
     All,
 }
 
-/// The converter component and the settings handed to it.
-#[derive(Clone, PartialEq, Eq, Default)]
+/// The converter component, its limits and the settings handed to it.
+///
+/// `Default` is the bundled converter with no settings and the default limits.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PluginConfig {
     /// Path of a converter component (`.wasm`); `None` means the bundled
     /// parse-path converter.
@@ -147,6 +203,23 @@ pub struct PluginConfig {
     /// Settings passed to the converter, in order: `("db.json.parse", paths)`
     /// first when `db.json.parse` is set, then `plugin.settings` sorted by name.
     pub settings: Vec<(String, String)>,
+    /// Wall-clock cap on one converter call, i.e. one batch
+    /// (`plugin.timeout.ms`, default 10 s); `None` (written 0): no limit.
+    pub timeout: Option<Duration>,
+    /// Cap on the converter's linear memory, in bytes (`plugin.memory.mb`
+    /// MiB, default 512 MiB, at least 16 MiB).
+    pub memory_limit: usize,
+}
+
+impl Default for PluginConfig {
+    fn default() -> Self {
+        PluginConfig {
+            path: None,
+            settings: Vec::new(),
+            timeout: Some(Duration::from_millis(DEFAULT_PLUGIN_TIMEOUT_MS)),
+            memory_limit: DEFAULT_PLUGIN_MEMORY_MB as usize * MEGABYTE,
+        }
+    }
 }
 
 /// An error in the configuration. Every message names the offending key, and
@@ -250,6 +323,50 @@ pub enum ConfigError {
         /// Why the sink controls it.
         reason: &'static str,
     },
+    /// An error in one `[[sink]]` section of a file declaring several sinks.
+    #[error(
+        "{}: {error}{}",
+        sink_label(*index, name.as_deref()),
+        if *inherited { " (the value is inherited from the top level of the file)" } else { "" }
+    )]
+    InSink {
+        /// 1-based position of the `[[sink]]` section in the file.
+        index: usize,
+        /// The sink's `name`, own or inherited, if any.
+        name: Option<String>,
+        /// Whether the offending value comes from the file's top level
+        /// rather than from the `[[sink]]` section.
+        inherited: bool,
+        /// The error found in the sink.
+        error: Box<ConfigError>,
+    },
+    /// Two sinks of one file that cannot run side by side.
+    #[error("{first} and {second} {problem}")]
+    SinkConflict {
+        /// The first sink, as `sink[1] (name "a")`.
+        first: String,
+        /// The second sink.
+        second: String,
+        /// What they share and why it is wrong.
+        problem: String,
+    },
+    /// [`load`] or [`parse_toml`] was given a file with several sinks.
+    #[error(
+        "this file declares {count} sinks ([[sink]] sections); only a file with a single sink \
+         can be used here"
+    )]
+    SeveralSinks {
+        /// The number of sinks the file declares.
+        count: usize,
+    },
+}
+
+/// How errors name one sink of a multi-sink file: `sink[2] (name "orders")`.
+pub(crate) fn sink_label(index: usize, name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("sink[{index}] (name {name:?})"),
+        None => format!("sink[{index}]"),
+    }
 }
 
 fn line_suffix(line: Option<usize>) -> String {
@@ -280,7 +397,8 @@ fn missing_message(keys: &[&str]) -> String {
     message
 }
 
-/// Error returned by [`Delivery::from_str`] and [`ErrorTolerance::from_str`].
+/// Error returned by [`Delivery::from_str`], [`ErrorTolerance::from_str`]
+/// and [`SslMode::from_str`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown value `{value}`; expected {expected}")]
 pub struct ParseEnumError {
@@ -355,27 +473,75 @@ impl FromStr for ErrorTolerance {
     }
 }
 
-/// Reads a configuration file, picking the format by its extension
-/// (`.properties`: Java properties; anything else: TOML).
+impl SslMode {
+    /// The lowercase name used in configuration files (`verify-full`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SslMode {
+    type Err = ParseEnumError;
+
+    /// Case-insensitive, surrounding whitespace ignored.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            SslMode::Disable,
+            SslMode::Prefer,
+            SslMode::Require,
+            SslMode::VerifyFull,
+        ]
+        .into_iter()
+        .find(|m| m.as_str().eq_ignore_ascii_case(s.trim()))
+        .ok_or_else(|| ParseEnumError {
+            value: s.to_owned(),
+            expected: "`disable`, `prefer`, `require` or `verify-full`",
+        })
+    }
+}
+
+/// Reads a configuration file declaring exactly one sink, picking the format
+/// by its extension (`.properties`: Java properties; anything else: TOML).
 ///
-/// Beyond [`parse_toml`]/[`parse_properties`], it resolves a relative
-/// `plugin.path` against the file's directory and applies
-/// [`PGSINK_DB_PASSWORD`](PASSWORD_ENV) (see [`SinkConfig::apply_password_env`]).
-/// Errors found in the file are wrapped in [`ConfigError::InFile`].
+/// It is [`load_process`] for files with one sink: a file with several
+/// `[[sink]]` sections is rejected ([`ConfigError::SeveralSinks`]), and
+/// `metrics.address` is checked but not returned.
 pub fn load(path: &Path) -> Result<SinkConfig, ConfigError> {
+    single_sink(load_process(path)?).map_err(|error| in_file(path, error))
+}
+
+/// Reads a configuration file with all its sinks, picking the format by its
+/// extension (`.properties`: Java properties, one sink; anything else: TOML).
+///
+/// Beyond [`parse_process_toml`]/[`parse_properties`], it makes relative
+/// `plugin.path` and `db.sslrootcert` paths relative to the file's directory
+/// and applies [`PGSINK_DB_PASSWORD`](PASSWORD_ENV) to every sink (see
+/// [`SinkConfig::apply_password_env`]). Errors found in the file are wrapped
+/// in [`ConfigError::InFile`].
+pub fn load_process(path: &Path) -> Result<ProcessConfig, ConfigError> {
     let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
-    let in_file = |error| ConfigError::InFile {
-        path: path.to_owned(),
-        error: Box::new(error),
-    };
-    let mut config = if is_properties_file(path) {
-        parse_properties(&properties::decode(bytes))
+    let mut process = if is_properties_file(path) {
+        parse_properties(&properties::decode(bytes)).map(|sink| ProcessConfig {
+            sinks: vec![sink],
+            metrics_address: None,
+        })
     } else {
         match String::from_utf8(bytes) {
-            Ok(text) => parse_toml(&text),
+            Ok(text) => parse_process_toml(&text),
             Err(e) => Err(ConfigError::Invalid {
                 key: "encoding".into(),
                 message: format!(
@@ -385,27 +551,50 @@ pub fn load(path: &Path) -> Result<SinkConfig, ConfigError> {
             }),
         }
     }
-    .map_err(in_file)?;
+    .map_err(|error| in_file(path, error))?;
 
-    if let Some(plugin) = config.plugin.path.as_mut() {
-        if plugin.is_relative() {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                *plugin = dir.join(&*plugin);
-            }
-        }
-    }
-
-    match std::env::var(PASSWORD_ENV) {
-        Ok(value) => config.apply_password_env(Some(value)),
-        Err(std::env::VarError::NotPresent) => {}
+    let password = match std::env::var(PASSWORD_ENV) {
+        Ok(value) => Some(value),
+        Err(std::env::VarError::NotPresent) => None,
         Err(std::env::VarError::NotUnicode(_)) => {
             return Err(ConfigError::Invalid {
                 key: PASSWORD_ENV.into(),
                 message: "the environment variable is not valid UTF-8".into(),
             })
         }
+    };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    for sink in &mut process.sinks {
+        if let Some(dir) = dir {
+            for file in [sink.plugin.path.as_mut(), sink.db.sslrootcert.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                if file.is_relative() {
+                    *file = dir.join(&*file);
+                }
+            }
+        }
+        sink.apply_password_env(password.clone());
     }
-    Ok(config)
+    Ok(process)
+}
+
+fn in_file(path: &Path, error: ConfigError) -> ConfigError {
+    ConfigError::InFile {
+        path: path.to_owned(),
+        error: Box::new(error),
+    }
+}
+
+/// The only sink of a process configuration.
+fn single_sink(process: ProcessConfig) -> Result<SinkConfig, ConfigError> {
+    let count = process.sinks.len();
+    let mut sinks = process.sinks.into_iter();
+    match (sinks.next(), sinks.next()) {
+        (Some(sink), None) => Ok(sink),
+        _ => Err(ConfigError::SeveralSinks { count }),
+    }
 }
 
 fn is_properties_file(path: &Path) -> bool {
@@ -414,9 +603,18 @@ fn is_properties_file(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("properties"))
 }
 
-/// Parses and validates a TOML configuration.
+/// Parses and validates a TOML configuration declaring exactly one sink
+/// (no `[[sink]]` sections, or one). Several sinks are an error
+/// ([`ConfigError::SeveralSinks`]); `metrics.address` is checked but not returned.
 pub fn parse_toml(text: &str) -> Result<SinkConfig, ConfigError> {
-    toml::from_str::<raw::RawConfig>(text)?.validate()
+    single_sink(parse_process_toml(text)?)
+}
+
+/// Parses and validates a TOML configuration with all its sinks: one when
+/// the file has no `[[sink]]` sections, else one per section, each inheriting
+/// the file's top-level keys.
+pub fn parse_process_toml(text: &str) -> Result<ProcessConfig, ConfigError> {
+    toml::from_str::<raw::RawConfig>(text)?.validate_process()
 }
 
 /// Parses and validates a Java `.properties` configuration (the original
@@ -469,6 +667,10 @@ impl fmt::Display for Redacted<'_> {
         writeln!(f, "db.schema = {:?}", c.db.schema)?;
         writeln!(f, "db.table = {:?}", c.db.table)?;
         writeln!(f, "db.columns = {:?}", c.db.columns)?;
+        writeln!(f, "db.sslmode = \"{}\"", c.db.sslmode)?;
+        if let Some(ca) = &c.db.sslrootcert {
+            writeln!(f, "db.sslrootcert = {:?}", ca.display().to_string())?;
+        }
         let (parse_paths, settings): (Vec<_>, Vec<_>) = c
             .plugin
             .settings
@@ -481,10 +683,19 @@ impl fmt::Display for Redacted<'_> {
         writeln!(f, "db.buffer.size = {}", c.buffer_size)?;
         writeln!(f, "flush.interval.ms = {}", c.flush_interval.as_millis())?;
         writeln!(f, "errors.tolerance = \"{}\"", c.errors_tolerance)?;
+        if let Some(max) = c.max_dead_letters_per_minute {
+            writeln!(f, "errors.deadletter.max.per.minute = {max}")?;
+        }
         match &c.plugin.path {
             Some(path) => writeln!(f, "plugin.path = {:?}", path.display().to_string())?,
             None => writeln!(f, "# plugin.path unset: bundled parse-path converter")?,
         }
+        writeln!(
+            f,
+            "plugin.timeout.ms = {}",
+            c.plugin.timeout.map_or(0, |t| t.as_millis())
+        )?;
+        writeln!(f, "plugin.memory.mb = {}", c.plugin.memory_limit / MEGABYTE)?;
         for (key, value) in settings {
             writeln!(f, "plugin.settings.{key:?} = {:?}", shown(key, value))?;
         }
@@ -552,6 +763,8 @@ impl fmt::Debug for DbConfig {
             .field("schema", &self.schema)
             .field("table", &self.table)
             .field("columns", &self.columns)
+            .field("sslmode", &self.sslmode)
+            .field("sslrootcert", &self.sslrootcert)
             .finish()
     }
 }
@@ -566,6 +779,8 @@ impl fmt::Debug for PluginConfig {
         f.debug_struct("PluginConfig")
             .field("path", &self.path)
             .field("settings", &settings)
+            .field("timeout", &self.timeout)
+            .field("memory_limit", &self.memory_limit)
             .finish()
     }
 }
@@ -581,6 +796,10 @@ impl fmt::Debug for SinkConfig {
             .field("buffer_size", &self.buffer_size)
             .field("flush_interval", &self.flush_interval)
             .field("errors_tolerance", &self.errors_tolerance)
+            .field(
+                "max_dead_letters_per_minute",
+                &self.max_dead_letters_per_minute,
+            )
             .field("plugin", &self.plugin)
             .field("kafka", &SecretsHidden(&self.kafka))
             .finish()
@@ -632,6 +851,52 @@ mod tests {
         assert_eq!("All".parse(), Ok(ErrorTolerance::All));
         assert_eq!(ErrorTolerance::None.to_string(), "none");
         assert!("some".parse::<ErrorTolerance>().is_err());
+    }
+
+    #[test]
+    fn ssl_mode_parses_case_insensitively_and_prints_lowercase() {
+        assert_eq!("disable".parse(), Ok(SslMode::Disable));
+        assert_eq!(" Prefer ".parse(), Ok(SslMode::Prefer));
+        assert_eq!("REQUIRE".parse(), Ok(SslMode::Require));
+        assert_eq!("Verify-Full".parse(), Ok(SslMode::VerifyFull));
+        assert_eq!(SslMode::VerifyFull.to_string(), "verify-full");
+        assert_eq!(SslMode::Disable.to_string(), "disable");
+        assert_eq!(SslMode::default(), SslMode::Prefer);
+        for bad in ["verify_full", "verify-ca", "allow", ""] {
+            assert!(bad.parse::<SslMode>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn plugin_config_default_has_the_default_limits() {
+        let plugin = PluginConfig::default();
+        assert_eq!(plugin.path, None);
+        assert!(plugin.settings.is_empty());
+        assert_eq!(plugin.timeout, Some(Duration::from_secs(10)));
+        assert_eq!(plugin.memory_limit, 512 << 20);
+        assert_eq!(minimal_with("").plugin, plugin_with_parse_paths());
+
+        fn plugin_with_parse_paths() -> PluginConfig {
+            PluginConfig {
+                settings: vec![("db.json.parse".into(), "/@a,/@b".into())],
+                ..PluginConfig::default()
+            }
+        }
+    }
+
+    #[test]
+    fn error_labels() {
+        assert_eq!(sink_label(2, Some("orders")), "sink[2] (name \"orders\")");
+        assert_eq!(sink_label(1, None), "sink[1]");
+        let err = ConfigError::InSink {
+            index: 3,
+            name: None,
+            inherited: false,
+            error: Box::new(ConfigError::Missing {
+                keys: vec!["db.table"],
+            }),
+        };
+        assert_eq!(err.to_string(), "sink[3]: missing required key `db.table`");
     }
 
     #[test]
@@ -760,6 +1025,90 @@ mod tests {
         let err = load(&dir.join("absent.toml")).unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
         assert!(err.to_string().contains("absent.toml"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn load_process_reads_every_sink_and_resolves_paths() {
+        let dir = temp_dir("process");
+        let path = dir.join("sinks.toml");
+        let text = r#"
+            db.database = "d"
+            db.username = "u"
+            db.sslmode = "verify-full"
+            db.sslrootcert = "certs/ca.pem"
+            metrics.address = "127.0.0.1:9187"
+
+            [[sink]]
+            name = "a"
+            topics = "a"
+            db.table = "a"
+            db.columns = "x"
+            db.json.parse = "/@x"
+            plugin.path = "conv.wasm"
+
+            [[sink]]
+            name = "b"
+            topics = "b"
+            db.table = "b"
+            db.columns = "x"
+            db.json.parse = "/@x"
+            db.sslrootcert = "/etc/ssl/pg.pem"
+        "#;
+        std::fs::write(&path, text).unwrap();
+        let process = load_process(&path).unwrap();
+        assert_eq!(
+            process.metrics_address,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9187)))
+        );
+        let [a, b] = &process.sinks[..] else {
+            panic!("{process:?}");
+        };
+        assert_eq!(a.plugin.path, Some(dir.join("conv.wasm")));
+        assert_eq!(a.db.sslrootcert, Some(dir.join("certs/ca.pem")));
+        assert_eq!(b.plugin.path, None);
+        assert_eq!(b.db.sslrootcert, Some(PathBuf::from("/etc/ssl/pg.pem")));
+
+        // load wants exactly one sink.
+        let err = load(&path).unwrap_err();
+        assert!(
+            matches!(root(&err), ConfigError::SeveralSinks { count: 2 }),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: this file declares 2 sinks ([[sink]] sections); only a file with a single \
+                 sink can be used here",
+                path.display()
+            )
+        );
+
+        // Errors name the file, then the sink.
+        let broken = dir.join("broken.toml");
+        std::fs::write(&broken, text.replace("db.table = \"b\"", "")).unwrap();
+        let err = load_process(&broken).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: sink[2] (name \"b\"): missing required key `db.table`",
+                broken.display()
+            )
+        );
+
+        // A properties file is a process with one sink and no metrics endpoint.
+        let props = dir.join("sink.properties");
+        std::fs::write(
+            &props,
+            "topics=t\ndb.database=d\ndb.username=u\ndb.table=tab\ndb.columns=a,b\n\
+             db.json.parse=/@a,/@b\ndb.sslmode=verify-full\ndb.sslrootcert=ca.pem\n",
+        )
+        .unwrap();
+        let process = load_process(&props).unwrap();
+        assert_eq!(process.metrics_address, None);
+        assert_eq!(process.sinks.len(), 1);
+        assert_eq!(process.sinks[0].db.sslrootcert, Some(dir.join("ca.pem")));
+        assert_eq!(load(&props).unwrap(), process.sinks[0]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -74,6 +74,8 @@ pub struct SinkContext {
     generation: Arc<std::sync::atomic::AtomicU64>,
     /// Partitions revoked since the consume loop last looked.
     revoked: Mutex<Vec<Partition>>,
+    /// The sink's name, for metrics.
+    sink: String,
 }
 
 impl SinkContext {
@@ -85,6 +87,7 @@ impl SinkContext {
         offsets: Option<OffsetSource>,
         shutdown: Arc<AtomicBool>,
         generation: Arc<std::sync::atomic::AtomicU64>,
+        sink: String,
     ) -> Self {
         SinkContext {
             delivery,
@@ -94,6 +97,7 @@ impl SinkContext {
             shutdown,
             generation,
             revoked: Mutex::new(Vec::new()),
+            sink,
         }
     }
 
@@ -175,6 +179,16 @@ impl ClientContext for SinkContext {
         }
     }
 
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (name, topic) in &statistics.topics {
+            for (id, partition) in &topic.partitions {
+                if *id >= 0 && partition.consumer_lag >= 0 {
+                    crate::metrics::lag(&self.sink, name, *id, partition.consumer_lag);
+                }
+            }
+        }
+    }
+
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         tracing::warn!(target: "librdkafka", %error, "{reason}");
     }
@@ -235,6 +249,9 @@ pub fn client_config(kafka: &BTreeMap<String, String>, delivery: Delivery) -> Cl
         },
     );
     config.set("enable.auto.offset.store", "true");
+    if !kafka.contains_key("statistics.interval.ms") {
+        config.set("statistics.interval.ms", "5000");
+    }
     config.set_log_level(RDKafkaLogLevel::Warning);
     config
 }

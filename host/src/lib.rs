@@ -18,6 +18,7 @@ mod converter;
 mod copy_rows;
 mod demo;
 mod kafka;
+mod metrics;
 mod pipeline;
 mod postgres;
 mod reload;
@@ -28,8 +29,9 @@ pub use batch::{BatchBuilder, MessageRef};
 pub use bindings::{Column, PluginInfo};
 pub use component_cache::ComponentCache;
 pub use config::{
-    load as load_config, parse_properties, parse_toml, ConfigError, DbConfig, Delivery,
-    ErrorTolerance, PluginConfig, SinkConfig,
+    load as load_config, load_process, parse_process_toml, parse_properties, parse_toml,
+    ConfigError, DbConfig, Delivery, ErrorTolerance, PluginConfig, ProcessConfig, SinkConfig,
+    SslMode,
 };
 pub use conversion::{Conversion, Converter};
 pub use convert_lines::{convert_lines, ConvertError, ConvertSummary};
@@ -38,6 +40,7 @@ pub use converter::{
 };
 pub use copy_rows::check_rows;
 pub use demo::{demo, DemoArgs};
+pub use metrics::serve_metrics;
 pub use postgres::{connect, quote_ident, DbError, Target, INSTALL_SQL, UNINSTALL_SQL};
 pub use reload::{ConverterSpec, ReloadError, ReloadStats};
 pub use sink::{load_plugin, plugin_limits, run, ReloadSource};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use pgsink::{Column, Converter, PluginLimits, Runtime};
+use pgsink::{Column, Converter, Runtime};
 
 /// Stream Kafka topics into PostgreSQL tables at COPY speed, converting each
 /// message into rows with a WebAssembly converter (by default the bundled
@@ -102,24 +102,9 @@ fn init_logging(format: LogFormat) {
 fn execute(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run { config: path } => {
-            let config = pgsink::load_config(&path)?;
-            tracing::debug!(config = %config.redacted(), "configuration");
-            let mut watched = vec![path.clone()];
-            watched.extend(config.plugin.path.clone());
-            let reload = pgsink::ReloadSource {
-                read_config: Box::new(move || {
-                    pgsink::load_config(&path)
-                        .map(|c| c.plugin)
-                        .map_err(|e| e.to_string())
-                }),
-                watched,
-            };
+            let process = pgsink::load_process(&path)?;
             let runtime = tokio_runtime()?;
-            runtime.block_on(async {
-                let shutdown = Arc::new(AtomicBool::new(false));
-                tokio::spawn(stop_on_signal(shutdown.clone()));
-                pgsink::run(config, shutdown, Some(reload)).await
-            })?;
+            runtime.block_on(run_sinks(path, process))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Convert {
@@ -128,7 +113,8 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             input,
         } => {
             let config = pgsink::load_config(&config)?;
-            let runtime = Runtime::new(true)?;
+            let limits = pgsink::plugin_limits(&config.plugin);
+            let runtime = Runtime::new(limits.timeout.is_some())?;
             let plugin_path = plugin.or(config.plugin.path.clone());
             let plugin = pgsink::load_plugin(&runtime, plugin_path.as_deref())?;
             let columns: Vec<Column> = config
@@ -140,12 +126,8 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                     type_name: None,
                 })
                 .collect();
-            let mut converter = Converter::new(
-                plugin,
-                config.plugin.settings.clone(),
-                columns,
-                PluginLimits::default(),
-            )?;
+            let mut converter =
+                Converter::new(plugin, config.plugin.settings.clone(), columns, limits)?;
             let topic = config.topics.first().map(String::as_str).unwrap_or("stdin");
             let stdout = io::stdout().lock();
             let stderr = io::stderr().lock();
@@ -193,6 +175,54 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Runs every sink of the configuration until a signal (or a sink's failure,
+/// which stops the others too after they flush).
+async fn run_sinks(path: PathBuf, process: pgsink::ProcessConfig) -> anyhow::Result<()> {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    if let Some(address) = process.metrics_address {
+        pgsink::serve_metrics(address)?;
+    }
+    let mut sinks = tokio::task::JoinSet::new();
+    for (index, config) in process.sinks.into_iter().enumerate() {
+        tracing::debug!(sink = index + 1, config = %config.redacted(), "configuration");
+        let mut watched = vec![path.clone()];
+        watched.extend(config.plugin.path.clone());
+        let config_path = path.clone();
+        let reload = pgsink::ReloadSource {
+            read_config: Box::new(move || {
+                let process = pgsink::load_process(&config_path).map_err(|e| e.to_string())?;
+                process
+                    .sinks
+                    .into_iter()
+                    .nth(index)
+                    .map(|sink| sink.plugin)
+                    .ok_or_else(|| format!("sink {} is gone from the configuration", index + 1))
+            }),
+            watched,
+        };
+        let shutdown = shutdown.clone();
+        sinks.spawn(async move {
+            let name = config.name.clone();
+            let result = pgsink::run(config, shutdown.clone(), Some(reload)).await;
+            if result.is_err() {
+                shutdown.store(true, Ordering::SeqCst);
+            }
+            result.with_context(|| match name {
+                Some(name) => format!("sink {} ({name})", index + 1),
+                None => format!("sink {}", index + 1),
+            })
+        });
+    }
+    let mut failure = None;
+    while let Some(joined) = sinks.join_next().await {
+        if let Err(error) = joined? {
+            failure.get_or_insert(error);
+        }
+    }
+    failure.map_or(Ok(()), Err)
 }
 
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -52,6 +52,8 @@ pub struct ConsumeLoop {
     pub generation: Arc<AtomicU64>,
     /// Counters.
     pub stats: Arc<Stats>,
+    /// The sink's name, for metrics.
+    pub sink: String,
     /// Whether messages of revoked partitions must be dropped from a batch
     /// in the making (not in fastest mode, where they are already committed).
     pub drop_revoked: bool,
@@ -86,7 +88,7 @@ impl ConsumeLoop {
                 continue;
             }
             self.canary.offer(&builder);
-            let source = std::mem::replace(&mut builder, BatchBuilder::new());
+            let source = std::mem::take(&mut builder);
             let batch = self.convert(source)?;
             self.stats
                 .messages
@@ -162,7 +164,9 @@ impl ConsumeLoop {
 
     /// Converts `source` and turns failures into dead letters.
     fn convert(&mut self, source: BatchBuilder) -> Result<ConvertedBatch, ConsumeError> {
+        let started = Instant::now();
         let conversion = self.converter.convert(&source)?;
+        crate::metrics::converted(&self.sink, source.len() as u64, started.elapsed());
         let plugin = &self.converter_id.label;
         let dead_letters = conversion
             .failed

@@ -135,6 +135,8 @@ pub struct Reloader {
     pub canary: Arc<CanarySample>,
     /// Counters.
     pub stats: Arc<ReloadStats>,
+    /// The sink's name, for metrics.
+    pub sink: String,
     /// Limits from the configuration, in effect for candidates.
     pub limits_of: fn(&PluginConfig) -> PluginLimits,
 }
@@ -199,11 +201,13 @@ impl Reloader {
             match outcome {
                 Ok(Ok(Some(version))) => {
                     this.stats.swapped.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::reloaded(&this.sink, "swapped");
                     tracing::info!(version, "converter reloaded");
                 }
                 Ok(Ok(None)) => tracing::debug!("converter unchanged"),
                 Ok(Err(error)) => {
                     this.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::reloaded(&this.sink, "rejected");
                     tracing::error!(error = %error, "converter reload rejected; the previous converter keeps running");
                 }
                 Err(error) => tracing::error!(%error, "converter reload panicked"),

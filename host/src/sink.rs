@@ -31,8 +31,11 @@ pub fn load_plugin(runtime: &Runtime, path: Option<&Path>) -> anyhow::Result<Plu
 }
 
 /// The sandbox limits a converter configuration sets.
-pub fn plugin_limits(_plugin: &PluginConfig) -> PluginLimits {
-    PluginLimits::default()
+pub fn plugin_limits(plugin: &PluginConfig) -> PluginLimits {
+    PluginLimits {
+        timeout: plugin.timeout,
+        memory: plugin.memory_limit,
+    }
 }
 
 /// Where a running sink re-reads its converter configuration for hot reload.
@@ -98,12 +101,17 @@ pub async fn run(
         plugin = %converter_id.label, plugin_hash = %converter_id.hash, tasks = config.tasks, "starting"
     );
 
+    let sink_name = config
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}.{}", target.schema, target.table));
     let (publish, specs) = watch::channel(Arc::new(spec));
     let canary = Arc::new(CanarySample::default());
     let stats = Arc::new(Stats::default());
     let mut pipelines = Vec::new();
     for task in 0..config.tasks {
         let shared = Shared {
+            sink: &sink_name,
             target: &target,
             columns: &columns,
             specs: specs.clone(),
@@ -126,6 +134,7 @@ pub async fn run(
             publish,
             canary,
             stats: Arc::new(ReloadStats::default()),
+            sink: sink_name.clone(),
             limits_of: plugin_limits,
         };
         tokio::spawn(reloader.run(shutdown.clone()));
@@ -154,6 +163,7 @@ pub async fn run(
 
 /// What the pipelines of one sink share.
 struct Shared<'a> {
+    sink: &'a str,
     target: &'a Target,
     columns: &'a [Column],
     specs: watch::Receiver<Arc<ConverterSpec>>,
@@ -212,6 +222,7 @@ async fn start_pipeline(
     shared: Shared<'_>,
 ) -> anyhow::Result<RunningPipeline> {
     let Shared {
+        sink,
         target,
         columns,
         specs,
@@ -238,6 +249,7 @@ async fn start_pipeline(
         offsets,
         shutdown.clone(),
         generation.clone(),
+        sink.to_string(),
     );
     let consumer: SinkConsumer = client_config(&config.kafka, config.delivery)
         .create_with_context(context)
@@ -255,6 +267,8 @@ async fn start_pipeline(
             buffer_size: config.buffer_size,
             flush_interval: config.flush_interval,
             errors_tolerance: config.errors_tolerance,
+            max_dead_letters_per_minute: config.max_dead_letters_per_minute,
+            sink: sink.to_string(),
         },
         writer,
         consumer.clone(),
@@ -276,6 +290,7 @@ async fn start_pipeline(
         shutdown: shutdown.clone(),
         generation,
         stats: stats.clone(),
+        sink: sink.to_string(),
         drop_revoked: config.delivery != Delivery::Fastest,
     };
     Ok(RunningPipeline {

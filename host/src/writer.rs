@@ -100,6 +100,10 @@ pub struct WriterConfig {
     pub flush_interval: Duration,
     /// What to do with a bad message.
     pub errors_tolerance: ErrorTolerance,
+    /// Stop if more dead letters than this are committed within a minute.
+    pub max_dead_letters_per_minute: Option<u64>,
+    /// The sink's name, for metrics.
+    pub sink: String,
 }
 
 /// Errors that stop a pipeline.
@@ -111,6 +115,14 @@ pub enum SinkError {
     /// A bad message with `errors.tolerance = none`.
     #[error("{0} (errors.tolerance = none: stopping; its offset is not committed)")]
     BadMessage(String),
+    /// More dead letters than `errors.deadletter.max.per.minute` allows.
+    #[error("{count} dead letters within a minute exceed errors.deadletter.max.per.minute = {max}; stopping before committing them (the converter or the table is probably wrong)")]
+    TooManyDeadLetters {
+        /// Dead letters in the current minute, these included.
+        count: u64,
+        /// The configured maximum.
+        max: u64,
+    },
     /// The sink was asked to stop while the database was unreachable.
     #[error("stopped while PostgreSQL was unreachable; {0} buffered rows were not loaded and their offsets not committed")]
     StoppedUnflushed(u64),
@@ -201,6 +213,8 @@ pub struct SinkWriter {
     streaming: bool,
     shutdown: Arc<AtomicBool>,
     stats: Arc<Stats>,
+    /// Dead letters committed in the current one-minute window, and its start.
+    dead_letter_window: (Instant, u64),
 }
 
 impl SinkWriter {
@@ -224,6 +238,7 @@ impl SinkWriter {
             streaming: true,
             shutdown,
             stats,
+            dead_letter_window: (Instant::now(), 0),
         }
     }
 
@@ -312,6 +327,22 @@ impl SinkWriter {
         Ok(())
     }
 
+    /// Refuses a flush that would take the dead letters of the current minute
+    /// past `errors.deadletter.max.per.minute`.
+    fn check_dead_letter_rate(&mut self, adding: u64) -> Result<(), SinkError> {
+        let Some(max) = self.config.max_dead_letters_per_minute else {
+            return Ok(());
+        };
+        if self.dead_letter_window.0.elapsed() >= Duration::from_secs(60) {
+            self.dead_letter_window = (Instant::now(), 0);
+        }
+        let count = self.dead_letter_window.1 + adding;
+        if count > max {
+            return Err(SinkError::TooManyDeadLetters { count, max });
+        }
+        Ok(())
+    }
+
     /// The offset moves of the pending flush (synchronized delivery).
     fn offset_moves(&self) -> Vec<OffsetMove> {
         if self.config.delivery != Delivery::Synchronized {
@@ -338,6 +369,7 @@ impl SinkWriter {
     /// with backoff on fresh connections; rows PostgreSQL rejects are isolated
     /// and dead-lettered (`errors.tolerance = all`).
     async fn flush(&mut self) -> Result<(), SinkError> {
+        self.check_dead_letter_rate(self.pending.dead_letters.len() as u64)?;
         let offsets = self.offset_moves();
         let chunks = self.pending.chunks();
         let mut result = {
@@ -402,6 +434,17 @@ impl SinkWriter {
             }
         }
         let pending = std::mem::take(&mut self.pending);
+        self.dead_letter_window.1 += pending.dead_letters.len() as u64;
+        crate::metrics::flushed(
+            &self.config.sink,
+            pending.rows,
+            pending.dead_letters.len() as u64,
+            pending.bytes,
+            started.elapsed(),
+        );
+        for ((topic, partition), next) in &pending.next_offsets {
+            crate::metrics::committed(&self.config.sink, topic, *partition, *next);
+        }
         self.stats.rows.fetch_add(pending.rows, Ordering::Relaxed);
         self.stats
             .dead_letters

@@ -27,9 +27,12 @@ pub(super) const ACCEPTED: &[&str] = &[
     "db.json.parse",
     "db.delivery",
     "db.buffer.size",
+    "db.sslmode",
+    "db.sslrootcert",
     "bootstrap.servers",
     "offset.flush.interval.ms",
     "errors.tolerance",
+    "errors.deadletter.max.per.minute",
     "kafka.*",
     "consumer.*",
     "key.converter",
@@ -50,7 +53,10 @@ const DIRECT: &[&str] = &[
     "db.json.parse",
     "db.delivery",
     "db.buffer.size",
+    "db.sslmode",
+    "db.sslrootcert",
     "errors.tolerance",
+    "errors.deadletter.max.per.minute",
 ];
 
 const CONVERTER_IGNORED: &str = "pgsink hands raw message bytes to its converter";
@@ -86,6 +92,11 @@ fn target(key: &str) -> Target {
             return Target::Unknown("; write `offset.flush.interval.ms` in a .properties file")
         }
         "db.port" => return Target::Unknown("; write the port in db.host (`host:port`)"),
+        "metrics.address" => {
+            return Target::Unknown(
+                "; the metrics endpoint is set in TOML files only (a top-level metrics.address)",
+            )
+        }
         _ => {}
     }
     for prefix in ["kafka.", "consumer."] {
@@ -207,7 +218,7 @@ fn insert(table: &mut toml::Table, path: &[String], value: String) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse_properties, parse_toml, Delivery};
+    use super::super::{parse_properties, parse_toml, Delivery, SslMode};
     use super::*;
 
     /// The original connector's file, filled in, plus bootstrap.servers.
@@ -394,6 +405,58 @@ offset.storage.file.filename=/tmp/connect.offsets
         assert_eq!(
             err(&ORIGINAL.replace("db.columns=device,rate,x,y,z", "db.columns=device,rate,x,y")),
             "db.json.parse has 5 parse paths but db.columns lists 4 columns"
+        );
+    }
+
+    #[test]
+    fn tls_and_dead_letter_keys() {
+        let c = parse_properties(&format!(
+            "{ORIGINAL}db.sslmode = Verify-Full\ndb.sslrootcert = /etc/pg/ca.pem\n\
+             errors.deadletter.max.per.minute = 50\n"
+        ))
+        .unwrap();
+        assert_eq!(c.db.sslmode, SslMode::VerifyFull);
+        assert_eq!(
+            c.db.sslrootcert.as_deref(),
+            Some(std::path::Path::new("/etc/pg/ca.pem"))
+        );
+        assert_eq!(c.max_dead_letters_per_minute, Some(50));
+        let toml = parse_toml(&format!(
+            "{EQUIVALENT_TOML}db.sslmode = \"verify-full\"\ndb.sslrootcert = \"/etc/pg/ca.pem\"\n\
+             errors.deadletter.max.per.minute = 50\n"
+        ))
+        .unwrap();
+        assert_eq!(c, toml);
+
+        assert_eq!(
+            err(&format!("{ORIGINAL}db.sslmode=on\n")),
+            "db.sslmode: unknown value `on`; expected `disable`, `prefer`, `require` or `verify-full`"
+        );
+        assert_contains(
+            &err(&format!("{ORIGINAL}db.sslrootcert=ca.pem\n")),
+            "db.sslrootcert: is used only with db.sslmode = \"verify-full\"",
+        );
+        assert_eq!(
+            err(&format!("{ORIGINAL}errors.deadletter.max.per.minute=0\n")),
+            "errors.deadletter.max.per.minute: must be at least 1, got 0"
+        );
+    }
+
+    #[test]
+    fn toml_only_keys() {
+        assert_contains(
+            &err(&format!("{ORIGINAL}metrics.address=127.0.0.1:9187\n")),
+            "unknown property `metrics.address` on line 19; the metrics endpoint is set in TOML \
+             files only",
+        );
+        assert_contains(
+            &err(&format!("{ORIGINAL}plugin.timeout.ms=100\n")),
+            "unknown property `plugin.timeout.ms` on line 19; converter components are chosen \
+             in TOML files only",
+        );
+        assert_contains(
+            &err(&format!("{ORIGINAL}sink.name=x\n")),
+            "unknown property `sink.name` on line 19; accepted:",
         );
     }
 

@@ -1,25 +1,30 @@
 //! The configuration as written (TOML, or `.properties` turned into the same
-//! shape), and its validation into a [`SinkConfig`]: the one place where
-//! values are checked and defaults applied.
+//! shape), and its validation into a [`SinkConfig`] (one sink) or a
+//! [`ProcessConfig`] (a whole file): the one place where values are checked,
+//! `[[sink]]` sections inherit the top level, and defaults are applied.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::Ipv6Addr;
+use std::net::{Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::{
-    ConfigError, DbConfig, PluginConfig, SinkConfig, DEFAULT_AUTO_OFFSET_RESET,
-    DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_BUFFER_SIZE, DEFAULT_FLUSH_INTERVAL_MS, DEFAULT_HOST,
-    DEFAULT_PORT, DEFAULT_SCHEMA, DEFAULT_TASKS, FORBIDDEN_KAFKA_KEYS, MIN_BUFFER_SIZE,
-    PARSE_PATHS_SETTING,
+    sink_label, ConfigError, DbConfig, Delivery, PluginConfig, ProcessConfig, SinkConfig, SslMode,
+    DEFAULT_AUTO_OFFSET_RESET, DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_BUFFER_SIZE,
+    DEFAULT_FLUSH_INTERVAL_MS, DEFAULT_HOST, DEFAULT_PLUGIN_MEMORY_MB, DEFAULT_PLUGIN_TIMEOUT_MS,
+    DEFAULT_PORT, DEFAULT_SCHEMA, DEFAULT_TASKS, FORBIDDEN_KAFKA_KEYS, MEGABYTE, MIN_BUFFER_SIZE,
+    MIN_PLUGIN_MEMORY_MB, PARSE_PATHS_SETTING,
 };
 
 /// The whole configuration as written. Dotted TOML keys nest: `db.json.parse`
 /// is `db` → `json` → `parse`.
-#[derive(Debug, Default, Deserialize)]
+///
+/// The same structure holds a file's top level and each of its `[[sink]]`
+/// sections; `metrics` and `sink` are accepted at the top level only.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     /// `name`: the sink's name; the default consumer group is `connect-<name>`.
@@ -46,6 +51,13 @@ pub(super) struct RawConfig {
     /// `kafka.*`: librdkafka properties, nested keys joined with dots.
     #[serde(default)]
     pub kafka: toml::Table,
+    /// `metrics.*`: the process's metrics endpoint (top level only).
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    /// `[[sink]]`: the sinks of a file declaring several; absent for a
+    /// single-sink file. Top-level keys are their defaults (top level only).
+    #[serde(default)]
+    pub sink: Option<Vec<RawConfig>>,
     /// How keys are named in error messages (the `.properties` reader names
     /// Kafka Connect's keys). Not a configuration key.
     #[serde(skip)]
@@ -70,8 +82,17 @@ impl Default for KeyNames {
     }
 }
 
+/// `metrics.*`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    /// `metrics.address`: `host:port` to serve Prometheus metrics on; default none (off).
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
 /// `db.*`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDb {
     /// `db.host`: `host`, `host:port` or `[ipv6]:port`; default `localhost:5432`.
@@ -107,10 +128,16 @@ pub(super) struct RawDb {
     /// `db.buffer.*`: the COPY buffer.
     #[serde(default)]
     pub buffer: RawDbBuffer,
+    /// `db.sslmode`: `disable`, `prefer` (default), `require` or `verify-full`.
+    #[serde(default)]
+    pub sslmode: Option<String>,
+    /// `db.sslrootcert`: PEM CA bundle for `verify-full`; default the system's roots.
+    #[serde(default)]
+    pub sslrootcert: Option<String>,
 }
 
 /// `db.json.*`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDbJson {
     /// `db.json.parse`: comma-separated parse paths, one per column.
@@ -119,7 +146,7 @@ pub(super) struct RawDbJson {
 }
 
 /// `db.buffer.*`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDbBuffer {
     /// `db.buffer.size`: bytes of COPY text per flush; default 8000000.
@@ -128,7 +155,7 @@ pub(super) struct RawDbBuffer {
 }
 
 /// `flush.*`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFlush {
     /// `flush.interval.*`.
@@ -137,7 +164,7 @@ pub(super) struct RawFlush {
 }
 
 /// `flush.interval.*`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFlushInterval {
     /// `flush.interval.ms`: flush and offset-commit interval; default 1000.
@@ -146,16 +173,47 @@ pub(super) struct RawFlushInterval {
 }
 
 /// `errors.*`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawErrors {
     /// `errors.tolerance`: `none` or `all` (default).
     #[serde(default)]
     pub tolerance: Option<String>,
+    /// `errors.deadletter.*`: dead-letter limits.
+    #[serde(default)]
+    pub deadletter: RawDeadLetter,
+}
+
+/// `errors.deadletter.*`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDeadLetter {
+    /// `errors.deadletter.max.*`.
+    #[serde(default)]
+    pub max: RawDeadLetterMax,
+}
+
+/// `errors.deadletter.max.*`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDeadLetterMax {
+    /// `errors.deadletter.max.per.*`.
+    #[serde(default)]
+    pub per: RawDeadLetterMaxPer,
+}
+
+/// `errors.deadletter.max.per.*`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDeadLetterMaxPer {
+    /// `errors.deadletter.max.per.minute`: dead letters per pipeline and
+    /// minute beyond which the sink stops; default none (no limit).
+    #[serde(default)]
+    pub minute: Option<Number>,
 }
 
 /// `plugin.*`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPlugin {
     /// `plugin.path`: converter component; default the bundled parse-path converter.
@@ -164,6 +222,32 @@ pub(super) struct RawPlugin {
     /// `plugin.settings`: converter settings, nested keys joined with dots.
     #[serde(default)]
     pub settings: toml::Table,
+    /// `plugin.timeout.*`.
+    #[serde(default)]
+    pub timeout: RawPluginTimeout,
+    /// `plugin.memory.*`.
+    #[serde(default)]
+    pub memory: RawPluginMemory,
+}
+
+/// `plugin.timeout.*`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPluginTimeout {
+    /// `plugin.timeout.ms`: wall-clock cap on one converter call; default
+    /// 10000; 0: no limit.
+    #[serde(default)]
+    pub ms: Option<Number>,
+}
+
+/// `plugin.memory.*`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPluginMemory {
+    /// `plugin.memory.mb`: the converter's linear-memory cap in MiB; at least
+    /// 16; default 512.
+    #[serde(default)]
+    pub mb: Option<Number>,
 }
 
 /// A whole number written as an integer or as a string (`8000000` or `"8000000"`).
@@ -268,7 +352,184 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 }
 
 impl RawConfig {
-    /// Checks every value, applies defaults and builds the typed configuration.
+    /// Validates a whole file: its sinks (one when there are no `[[sink]]`
+    /// sections, else one per section, inheriting the top level) and the
+    /// process-wide settings.
+    pub(super) fn validate_process(mut self) -> Result<ProcessConfig, ConfigError> {
+        let metrics_address = self
+            .metrics
+            .address
+            .take()
+            .map(|a| socket_address("metrics.address", &a))
+            .transpose()?;
+        let Some(sections) = self.sink.take() else {
+            return Ok(ProcessConfig {
+                sinks: vec![self.validate()?],
+                metrics_address,
+            });
+        };
+        if sections.is_empty() {
+            return Err(invalid(
+                "sink",
+                "declares no sinks; add [[sink]] sections, or remove `sink` to make the file \
+                 one sink",
+            ));
+        }
+
+        // The top level holds defaults only: check what can be checked
+        // without a sink, so that such errors are not blamed on a [[sink]].
+        no_port_key(&self.db)?;
+        self.kafka = flat_table(flatten("kafka", std::mem::take(&mut self.kafka))?);
+        self.plugin.settings = flat_table(flatten(
+            "plugin.settings",
+            std::mem::take(&mut self.plugin.settings),
+        )?);
+
+        let mut sinks = Vec::with_capacity(sections.len());
+        for (i, mut section) in sections.into_iter().enumerate() {
+            let index = i + 1;
+            let name = section.name.clone().or_else(|| self.name.clone());
+            let mut inherited = BTreeSet::new();
+            let sink = section
+                .inherit(&self, &mut inherited)
+                .and_then(|()| section.validate())
+                .map_err(|error| ConfigError::InSink {
+                    index,
+                    name,
+                    inherited: error_key(&error).is_some_and(|k| inherited.contains(&k)),
+                    error: Box::new(error),
+                })?;
+            sinks.push(sink);
+        }
+        check_conflicts(&sinks)?;
+        Ok(ProcessConfig {
+            sinks,
+            metrics_address,
+        })
+    }
+
+    /// Fills what this `[[sink]]` section leaves unset from the file's top
+    /// level (`defaults`, whose `kafka` and `plugin.settings` are already
+    /// flat), key by key, and adds the inherited keys' names to `inherited`.
+    fn inherit(
+        &mut self,
+        defaults: &RawConfig,
+        inherited: &mut BTreeSet<String>,
+    ) -> Result<(), ConfigError> {
+        fn take<T: Clone>(
+            key: &str,
+            own: &mut Option<T>,
+            default: &Option<T>,
+            inherited: &mut BTreeSet<String>,
+        ) {
+            if own.is_none() && default.is_some() {
+                own.clone_from(default);
+                inherited.insert(key.to_owned());
+            }
+        }
+        fn merge(
+            section: &str,
+            own: &mut toml::Table,
+            defaults: &toml::Table,
+            inherited: &mut BTreeSet<String>,
+        ) -> Result<(), ConfigError> {
+            let mut merged = flatten(section, std::mem::take(own))?;
+            for (key, value) in defaults {
+                if !merged.contains_key(key) {
+                    let value = value.as_str().expect("flat tables hold strings");
+                    merged.insert(key.clone(), value.to_owned());
+                    inherited.insert(format!("{section}.{key}"));
+                }
+            }
+            *own = flat_table(merged);
+            Ok(())
+        }
+
+        // Every field is named, so that a new key cannot be forgotten here.
+        let RawConfig {
+            name,
+            topics,
+            tasks,
+            db:
+                RawDb {
+                    host,
+                    port,
+                    database,
+                    username,
+                    password,
+                    schema,
+                    table,
+                    columns,
+                    json: RawDbJson { parse },
+                    delivery,
+                    buffer: RawDbBuffer { size },
+                    sslmode,
+                    sslrootcert,
+                },
+            flush:
+                RawFlush {
+                    interval: RawFlushInterval { ms: flush_ms },
+                },
+            errors:
+                RawErrors {
+                    tolerance,
+                    deadletter:
+                        RawDeadLetter {
+                            max:
+                                RawDeadLetterMax {
+                                    per: RawDeadLetterMaxPer { minute },
+                                },
+                        },
+                },
+            plugin:
+                RawPlugin {
+                    path,
+                    settings,
+                    timeout: RawPluginTimeout { ms: timeout_ms },
+                    memory: RawPluginMemory { mb },
+                },
+            kafka,
+            metrics: _,
+            sink: _,
+            key_names: _,
+        } = self;
+        let d = defaults;
+        take("name", name, &d.name, inherited);
+        take("topics", topics, &d.topics, inherited);
+        take("tasks", tasks, &d.tasks, inherited);
+        take("db.host", host, &d.db.host, inherited);
+        take("db.port", port, &d.db.port, inherited);
+        take("db.database", database, &d.db.database, inherited);
+        take("db.username", username, &d.db.username, inherited);
+        take("db.password", password, &d.db.password, inherited);
+        take("db.schema", schema, &d.db.schema, inherited);
+        take("db.table", table, &d.db.table, inherited);
+        take("db.columns", columns, &d.db.columns, inherited);
+        take(PARSE_PATHS_SETTING, parse, &d.db.json.parse, inherited);
+        take("db.delivery", delivery, &d.db.delivery, inherited);
+        take("db.buffer.size", size, &d.db.buffer.size, inherited);
+        take("db.sslmode", sslmode, &d.db.sslmode, inherited);
+        take("db.sslrootcert", sslrootcert, &d.db.sslrootcert, inherited);
+        let flush_default = &d.flush.interval.ms;
+        take("flush.interval.ms", flush_ms, flush_default, inherited);
+        take(
+            "errors.tolerance",
+            tolerance,
+            &d.errors.tolerance,
+            inherited,
+        );
+        let minute_default = &d.errors.deadletter.max.per.minute;
+        take(DEAD_LETTER_KEY, minute, minute_default, inherited);
+        take("plugin.path", path, &d.plugin.path, inherited);
+        let timeout_default = &d.plugin.timeout.ms;
+        take("plugin.timeout.ms", timeout_ms, timeout_default, inherited);
+        take("plugin.memory.mb", mb, &d.plugin.memory.mb, inherited);
+        merge("plugin.settings", settings, &d.plugin.settings, inherited)?;
+        merge("kafka", kafka, &d.kafka, inherited)
+    }
+
+    /// Checks every value of one sink, applies defaults and builds the typed
+    /// configuration.
     pub(super) fn validate(self) -> Result<SinkConfig, ConfigError> {
         let RawConfig {
             name,
@@ -279,18 +540,23 @@ impl RawConfig {
             errors,
             plugin,
             kafka,
+            metrics,
+            sink,
             key_names,
         } = self;
 
-        if let Some(port) = &db.port {
+        // Only left here when written inside a [[sink]] section.
+        if metrics.address.is_some() {
             return Err(invalid(
-                "db.port",
-                format!(
-                    "not a key: write the port in db.host, e.g. db.host = \"{}:{port}\"",
-                    db.host.as_deref().unwrap_or(DEFAULT_HOST)
-                ),
+                "metrics.address",
+                "is process-wide: set it at the top level of the file, outside the [[sink]] \
+                 sections",
             ));
         }
+        if sink.is_some() {
+            return Err(invalid("sink", "[[sink]] sections cannot be nested"));
+        }
+        no_port_key(&db)?;
 
         // Required keys, all reported at once.
         let mut missing = Vec::new();
@@ -349,6 +615,33 @@ impl RawConfig {
             Some(schema) => non_empty("db.schema", schema)?,
             None => DEFAULT_SCHEMA.to_owned(),
         };
+        let sslmode = match db.sslmode {
+            Some(mode) => mode.parse().map_err(|e| {
+                let hint = match mode.trim().to_ascii_lowercase().as_str() {
+                    "verify-ca" => {
+                        " (verify-ca is not supported: verify-full checks the certificate too, \
+                         and the host name)"
+                    }
+                    "allow" => " (allow is not supported: prefer also falls back to plain TCP)",
+                    _ => "",
+                };
+                invalid("db.sslmode", format!("{e}{hint}"))
+            })?,
+            None => SslMode::default(),
+        };
+        let sslrootcert = db
+            .sslrootcert
+            .map(|p| non_empty("db.sslrootcert", p).map(Into::into))
+            .transpose()?;
+        if sslrootcert.is_some() && sslmode != SslMode::VerifyFull {
+            return Err(invalid(
+                "db.sslrootcert",
+                format!(
+                    "is used only with db.sslmode = \"verify-full\"; with \"{sslmode}\" the \
+                     server's certificate is not checked"
+                ),
+            ));
+        }
         let db_config = DbConfig {
             host,
             port,
@@ -358,6 +651,8 @@ impl RawConfig {
             schema,
             table: non_empty("db.table", table)?,
             columns: names("db.columns", "column", columns)?,
+            sslmode,
+            sslrootcert,
         };
 
         let delivery = match db.delivery {
@@ -396,6 +691,14 @@ impl RawConfig {
                 .map_err(|e| invalid("errors.tolerance", format!("{e}")))?,
             None => Default::default(),
         };
+        let max_dead_letters_per_minute = match whole_number(
+            DEAD_LETTER_KEY,
+            errors.deadletter.max.per.minute,
+            "a whole number of messages",
+        )? {
+            Some(0) => return Err(invalid(DEAD_LETTER_KEY, "must be at least 1, got 0")),
+            other => other,
+        };
 
         let mut settings = Vec::new();
         if let Some(paths) = db.json.parse {
@@ -420,12 +723,43 @@ impl RawConfig {
             }
             settings.push((key, value));
         }
+        let timeout = match whole_number(
+            "plugin.timeout.ms",
+            plugin.timeout.ms,
+            "a whole number of milliseconds",
+        )?
+        .unwrap_or(DEFAULT_PLUGIN_TIMEOUT_MS)
+        {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        };
+        let memory_mb = whole_number(
+            "plugin.memory.mb",
+            plugin.memory.mb,
+            "a whole number of megabytes",
+        )?
+        .unwrap_or(DEFAULT_PLUGIN_MEMORY_MB);
+        if memory_mb < MIN_PLUGIN_MEMORY_MB {
+            return Err(invalid(
+                "plugin.memory.mb",
+                format!(
+                    "{memory_mb} MB is too small; use at least {MIN_PLUGIN_MEMORY_MB} \
+                     (the default is {DEFAULT_PLUGIN_MEMORY_MB})"
+                ),
+            ));
+        }
+        let memory_limit = usize::try_from(memory_mb)
+            .ok()
+            .and_then(|mb| mb.checked_mul(MEGABYTE))
+            .ok_or_else(|| invalid("plugin.memory.mb", format!("{memory_mb} MB is too large")))?;
         let plugin = PluginConfig {
             path: plugin
                 .path
                 .map(|p| non_empty("plugin.path", p).map(Into::into))
                 .transpose()?,
             settings,
+            timeout,
+            memory_limit,
         };
 
         let mut kafka = flatten("kafka", kafka)?;
@@ -458,10 +792,161 @@ impl RawConfig {
             buffer_size,
             flush_interval: Duration::from_millis(flush_ms),
             errors_tolerance,
+            max_dead_letters_per_minute,
             plugin,
             kafka,
         })
     }
+}
+
+const DEAD_LETTER_KEY: &str = "errors.deadletter.max.per.minute";
+
+/// `db.port` is not a key; says where the port goes.
+fn no_port_key(db: &RawDb) -> Result<(), ConfigError> {
+    let Some(port) = &db.port else {
+        return Ok(());
+    };
+    let port = match port {
+        toml::Value::String(s) => s.trim().to_owned(),
+        other => other.to_string(),
+    };
+    let host = db
+        .host
+        .as_deref()
+        .and_then(|h| parse_host(h).ok())
+        .map_or_else(|| DEFAULT_HOST.to_owned(), |(host, _)| host);
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    Err(invalid(
+        "db.port",
+        format!("not a key: write the port in db.host, e.g. db.host = \"{host}:{port}\""),
+    ))
+}
+
+/// A flattened settings table as a TOML table of strings (flattening it again
+/// gives it back).
+fn flat_table(flat: BTreeMap<String, String>) -> toml::Table {
+    flat.into_iter()
+        .map(|(key, value)| (key, toml::Value::String(value)))
+        .collect()
+}
+
+/// The key an error is about, when it is about one value.
+fn error_key(error: &ConfigError) -> Option<String> {
+    match error {
+        ConfigError::Invalid { key, .. } | ConfigError::Duplicate { key } => Some(key.clone()),
+        ConfigError::ForbiddenKafkaKey { key, .. } => Some(format!("kafka.{key}")),
+        _ => None,
+    }
+}
+
+/// Rejects sinks of one process that would get in each other's way.
+fn check_conflicts(sinks: &[SinkConfig]) -> Result<(), ConfigError> {
+    let label = |i: usize| sink_label(i + 1, sinks[i].name.as_deref());
+    for (i, a) in sinks.iter().enumerate() {
+        for (j, b) in sinks.iter().enumerate().skip(i + 1) {
+            let conflict = |problem: String| ConfigError::SinkConflict {
+                first: label(i),
+                second: label(j),
+                problem,
+            };
+            let group = &a.kafka["group.id"];
+            if *group == b.kafka["group.id"] {
+                return Err(conflict(format!(
+                    "use the same Kafka consumer group {group:?}: Kafka would split the \
+                     partitions between them, so each would miss the messages the other \
+                     receives; give each sink its own `name` or kafka.group.id"
+                )));
+            }
+            let same_table = (
+                &a.db.host,
+                a.db.port,
+                &a.db.database,
+                &a.db.schema,
+                &a.db.table,
+            ) == (
+                &b.db.host,
+                b.db.port,
+                &b.db.database,
+                &b.db.schema,
+                &b.db.table,
+            );
+            let synchronized =
+                a.delivery == Delivery::Synchronized && b.delivery == Delivery::Synchronized;
+            if let Some(topic) = a.topics.iter().find(|t| b.topics.contains(t)) {
+                if same_table && synchronized {
+                    return Err(conflict(format!(
+                        "both load topic {topic:?} into {}.{} of database {:?} on {} with \
+                         synchronized delivery: their offsets would collide (the database keeps \
+                         one offset per table, topic and partition); load the topic into this \
+                         table with one sink only",
+                        a.db.schema,
+                        a.db.table,
+                        a.db.database,
+                        a.db.host_port()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses `host:port` (an IP address, `[ipv6]:port`, or a name resolved now,
+/// first address) into a socket address to listen on.
+fn socket_address(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let value = value.trim();
+    let example = "e.g. \"127.0.0.1:9187\"";
+    let address = match value.parse::<SocketAddr>() {
+        Ok(address) => address,
+        Err(_) => {
+            let Some((host, port)) = value.rsplit_once(':') else {
+                return Err(invalid(
+                    key,
+                    format!("`{value}` lacks a port; write host:port, {example}"),
+                ));
+            };
+            if host.is_empty() {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "`{value}` has no host; write 0.0.0.0:{port} to listen on every IPv4 \
+                         address, or 127.0.0.1:{port} for this machine only"
+                    ),
+                ));
+            }
+            if host.contains(':') {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "`{value}` is not host:port; write an IPv6 address in brackets, \
+                         e.g. \"[::1]:9187\""
+                    ),
+                ));
+            }
+            if port.parse::<u16>().is_err() {
+                return Err(invalid(
+                    key,
+                    format!("`{port}` in `{value}` is not a port number (1-65535)"),
+                ));
+            }
+            let resolved = value
+                .to_socket_addrs()
+                .map_err(|e| invalid(key, format!("cannot resolve `{host}`: {e}")))?
+                .next();
+            resolved.ok_or_else(|| invalid(key, format!("`{host}` resolves to no address")))?
+        }
+    };
+    if address.port() == 0 {
+        return Err(invalid(
+            key,
+            format!("`{value}`: port 0 would pick a random port; choose one, {example}"),
+        ));
+    }
+    Ok(address)
 }
 
 fn non_empty(key: &str, value: String) -> Result<String, ConfigError> {
@@ -614,7 +1099,7 @@ fn flatten(section: &str, table: toml::Table) -> Result<BTreeMap<String, String>
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse_toml, Delivery, ErrorTolerance};
+    use super::super::{parse_process_toml, parse_toml, Delivery, ErrorTolerance};
     use super::*;
 
     const BASE: &str = r#"
@@ -676,6 +1161,11 @@ db.json.parse = "/@id,/@total"
         assert_eq!(c.buffer_size, 8_000_000);
         assert_eq!(c.flush_interval, Duration::from_millis(1000));
         assert_eq!(c.errors_tolerance, ErrorTolerance::All);
+        assert_eq!(c.max_dead_letters_per_minute, None);
+        assert_eq!(c.db.sslmode, SslMode::Prefer);
+        assert_eq!(c.db.sslrootcert, None);
+        assert_eq!(c.plugin.timeout, Some(Duration::from_secs(10)));
+        assert_eq!(c.plugin.memory_limit, 512 * 1024 * 1024);
         assert_eq!(c.plugin.path, None);
         assert_eq!(
             c.plugin.settings,
@@ -1047,7 +1537,7 @@ mode = "strict"
         let plugin = err("plugin.pth = \"x\"");
         assert_contains(
             &plugin,
-            "unknown field `pth`, expected `path` or `settings`",
+            "unknown field `pth`, expected one of `path`, `settings`, `timeout`, `memory`",
         );
         let nested = err("db.json.prase = \"x\"");
         assert_contains(&nested, "unknown field `prase`, expected `parse`");
@@ -1079,5 +1569,557 @@ mode = "strict"
             &err("plugin.settings.when = 1979-05-27"),
             "dates are not supported",
         );
+    }
+
+    #[test]
+    fn plugin_limits() {
+        let c = ok("plugin.timeout.ms = 0\nplugin.memory.mb = 16");
+        assert_eq!(c.plugin.timeout, None);
+        assert_eq!(c.plugin.memory_limit, 16 * 1024 * 1024);
+        let c = ok("[plugin.timeout]\nms = \"2500\"\n[plugin.memory]\nmb = \" 1024 \"");
+        assert_eq!(c.plugin.timeout, Some(Duration::from_millis(2500)));
+        assert_eq!(c.plugin.memory_limit, 1 << 30);
+        assert_eq!(
+            err("plugin.memory.mb = 15"),
+            "plugin.memory.mb: 15 MB is too small; use at least 16 (the default is 512)"
+        );
+        assert_eq!(
+            err("plugin.memory.mb = \"1GB\""),
+            "plugin.memory.mb: expected a whole number of megabytes, got `1GB`"
+        );
+        assert_eq!(
+            err("plugin.memory.mb = 9223372036854775807"),
+            "plugin.memory.mb: 9223372036854775807 MB is too large"
+        );
+        assert_eq!(
+            err("plugin.timeout.ms = -1"),
+            "plugin.timeout.ms: expected a whole number of milliseconds, got `-1`"
+        );
+        assert_contains(
+            &err("plugin.timeout.s = 1"),
+            "unknown field `s`, expected `ms`",
+        );
+        assert_contains(&err("plugin.memory = 512"), "invalid type: integer `512`");
+    }
+
+    #[test]
+    fn tls_settings() {
+        assert_eq!(ok("db.sslmode = \"disable\"").db.sslmode, SslMode::Disable);
+        assert_eq!(ok("db.sslmode = \"Require\"").db.sslmode, SslMode::Require);
+        let c = ok("db.sslmode = \"VERIFY-FULL\"\ndb.sslrootcert = \"certs/ca.pem\"");
+        assert_eq!(c.db.sslmode, SslMode::VerifyFull);
+        assert_eq!(
+            c.db.sslrootcert.as_deref(),
+            Some(std::path::Path::new("certs/ca.pem"))
+        );
+        let c = ok("db.sslmode = \"verify-full\"");
+        assert_eq!(
+            (c.db.sslmode, c.db.sslrootcert),
+            (SslMode::VerifyFull, None)
+        );
+
+        assert_eq!(
+            err("db.sslmode = \"on\""),
+            "db.sslmode: unknown value `on`; expected `disable`, `prefer`, `require` or `verify-full`"
+        );
+        assert_contains(
+            &err("db.sslmode = \"verify-ca\""),
+            "(verify-ca is not supported: verify-full checks the certificate too, and the host name)",
+        );
+        assert_contains(
+            &err("db.sslmode = \"allow\""),
+            "(allow is not supported: prefer also falls back to plain TCP)",
+        );
+        assert_eq!(
+            err("db.sslrootcert = \"ca.pem\""),
+            "db.sslrootcert: is used only with db.sslmode = \"verify-full\"; with \"prefer\" the \
+             server's certificate is not checked"
+        );
+        assert_contains(
+            &err("db.sslmode = \"require\"\ndb.sslrootcert = \"ca.pem\""),
+            "with \"require\" the server's certificate is not checked",
+        );
+        assert_eq!(
+            err("db.sslmode = \"verify-full\"\ndb.sslrootcert = \" \""),
+            "db.sslrootcert: must not be empty"
+        );
+    }
+
+    #[test]
+    fn dead_letter_limit() {
+        assert_eq!(
+            ok("errors.deadletter.max.per.minute = 100").max_dead_letters_per_minute,
+            Some(100)
+        );
+        assert_eq!(
+            ok("[errors.deadletter.max.per]\nminute = \"5\"").max_dead_letters_per_minute,
+            Some(5)
+        );
+        assert_eq!(
+            err("errors.deadletter.max.per.minute = 0"),
+            "errors.deadletter.max.per.minute: must be at least 1, got 0"
+        );
+        assert_eq!(
+            err("errors.deadletter.max.per.minute = \"many\""),
+            "errors.deadletter.max.per.minute: expected a whole number of messages, got `many`"
+        );
+        assert_contains(
+            &err("errors.deadletter.max.per.hour = 1"),
+            "unknown field `hour`, expected `minute`",
+        );
+    }
+
+    fn process(text: &str) -> ProcessConfig {
+        parse_process_toml(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn process_err(text: &str) -> String {
+        parse_process_toml(text)
+            .expect_err("configuration should be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn metrics_address() {
+        let at = |address: &str| {
+            process(&compose(&format!("metrics.address = {address:?}"))).metrics_address
+        };
+        assert_eq!(process(BASE).metrics_address, None);
+        assert_eq!(
+            at("127.0.0.1:9187"),
+            Some("127.0.0.1:9187".parse().unwrap())
+        );
+        assert_eq!(at(" 0.0.0.0:9187 "), Some("0.0.0.0:9187".parse().unwrap()));
+        assert_eq!(at("[::1]:9187"), Some("[::1]:9187".parse().unwrap()));
+        let resolved = at("localhost:9187").unwrap();
+        assert!(resolved.ip().is_loopback(), "{resolved}");
+        assert_eq!(resolved.port(), 9187);
+        // A single-sink file may set it; parse_toml checks it too.
+        assert_eq!(
+            ok("[metrics]\naddress = \"127.0.0.1:1\"").topics,
+            ["orders"]
+        );
+
+        for (address, expected) in [
+            (
+                "9187",
+                "metrics.address: `9187` lacks a port; write host:port, e.g. \"127.0.0.1:9187\"",
+            ),
+            (
+                ":9187",
+                "metrics.address: `:9187` has no host; write 0.0.0.0:9187 to listen on every \
+                 IPv4 address, or 127.0.0.1:9187 for this machine only",
+            ),
+            (
+                "::1:9187",
+                "metrics.address: `::1:9187` is not host:port; write an IPv6 address in brackets",
+            ),
+            (
+                "127.0.0.1:0",
+                "metrics.address: `127.0.0.1:0`: port 0 would pick a random port",
+            ),
+            (
+                "127.0.0.1:99999",
+                "metrics.address: `99999` in `127.0.0.1:99999` is not a port number (1-65535)",
+            ),
+            (
+                "localhost:http",
+                "`http` in `localhost:http` is not a port number",
+            ),
+            (
+                "no-such-host.invalid:9187",
+                "metrics.address: cannot resolve `no-such-host.invalid`",
+            ),
+        ] {
+            assert_contains(
+                &process_err(&compose(&format!("metrics.address = {address:?}"))),
+                expected,
+            );
+        }
+        assert_contains(
+            &err("metrics.port = 1"),
+            "unknown field `port`, expected `address`",
+        );
+    }
+
+    /// Shared connection settings at the top level, two sinks below.
+    const TWO_SINKS: &str = r#"
+db.host = "pg:5433"
+db.database = "shop"
+db.username = "sink"
+db.password = "pw"
+db.sslmode = "require"
+kafka.bootstrap.servers = "k1:9092"
+kafka.fetch.wait.max.ms = 10
+plugin.settings.mode = "strict"
+plugin.settings.level = 1
+errors.deadletter.max.per.minute = 100
+metrics.address = "127.0.0.1:9187"
+
+[[sink]]
+name = "orders"
+topics = "orders"
+db.table = "orders"
+db.columns = "id,total"
+db.json.parse = "/@id,/@total"
+
+[[sink]]
+name = "payments"
+topics = ["payments", "refunds"]
+tasks = 2
+db.table = "payments"
+db.columns = ["id"]
+db.json.parse = "/@id"
+db.delivery = "guaranteed"
+db.sslmode = "verify-full"
+db.sslrootcert = "ca.pem"
+errors.deadletter.max.per.minute = 5
+kafka."bootstrap.servers" = "k2:9092"
+kafka.group.id = "payments-group"
+plugin.settings.mode = "lax"
+plugin.settings.extra = true
+"#;
+
+    #[test]
+    fn sinks_inherit_the_top_level() {
+        let p = process(TWO_SINKS);
+        assert_eq!(p.metrics_address, Some("127.0.0.1:9187".parse().unwrap()));
+        let [orders, payments] = &p.sinks[..] else {
+            panic!("{:?}", p.sinks);
+        };
+        assert_eq!(orders.name.as_deref(), Some("orders"));
+        assert_eq!((orders.db.host.as_str(), orders.db.port), ("pg", 5433));
+        assert_eq!(orders.db.database, "shop");
+        assert_eq!(orders.db.password.as_deref(), Some("pw"));
+        assert_eq!(orders.db.sslmode, SslMode::Require);
+        assert_eq!(orders.db.table, "orders");
+        assert_eq!(orders.delivery, Delivery::Synchronized);
+        assert_eq!(orders.max_dead_letters_per_minute, Some(100));
+        assert_eq!(orders.tasks, 1);
+        let kafka = |c: &SinkConfig| {
+            c.kafka
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            kafka(orders),
+            [
+                "auto.offset.reset=earliest",
+                "bootstrap.servers=k1:9092",
+                "fetch.wait.max.ms=10",
+                "group.id=connect-orders",
+            ]
+        );
+        let settings = |c: &SinkConfig| {
+            c.plugin
+                .settings
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            settings(orders),
+            ["db.json.parse=/@id,/@total", "level=1", "mode=strict"]
+        );
+
+        // The sink's own values win, key by key, also inside kafka and plugin.settings.
+        assert_eq!(payments.topics, ["payments", "refunds"]);
+        assert_eq!(payments.tasks, 2);
+        assert_eq!(payments.db.host, "pg");
+        assert_eq!(payments.db.columns, ["id"]);
+        assert_eq!(payments.delivery, Delivery::Guaranteed);
+        assert_eq!(payments.db.sslmode, SslMode::VerifyFull);
+        assert_eq!(
+            payments.db.sslrootcert.as_deref(),
+            Some(std::path::Path::new("ca.pem"))
+        );
+        assert_eq!(payments.max_dead_letters_per_minute, Some(5));
+        assert_eq!(
+            kafka(payments),
+            [
+                "auto.offset.reset=earliest",
+                "bootstrap.servers=k2:9092",
+                "fetch.wait.max.ms=10",
+                "group.id=payments-group",
+            ]
+        );
+        assert_eq!(
+            settings(payments),
+            ["db.json.parse=/@id", "extra=true", "level=1", "mode=lax"]
+        );
+    }
+
+    #[test]
+    fn sink_sections_may_use_tables() {
+        let text = r#"
+db.database = "shop"
+db.username = "sink"
+[kafka]
+"bootstrap.servers" = "k1:9092"
+
+[[sink]]
+topics = "orders"
+[sink.db]
+table = "orders"
+columns = "id"
+json.parse = "/@id"
+[sink.kafka.bootstrap]
+servers = "k9:9092"
+[sink.plugin]
+timeout.ms = 0
+memory.mb = 64
+"#;
+        let p = process(text);
+        let sink = &p.sinks[0];
+        assert_eq!(sink.db.table, "orders");
+        assert_eq!(sink.kafka["bootstrap.servers"], "k9:9092");
+        assert_eq!(sink.plugin.timeout, None);
+        assert_eq!(sink.plugin.memory_limit, 64 << 20);
+        // One [[sink]] section is one sink: parse_toml accepts it.
+        assert_eq!(parse_toml(text).unwrap(), *sink);
+    }
+
+    #[test]
+    fn one_sink_section_equals_a_single_sink_file() {
+        let single = compose("name = \"s\"\ndb.host = \"pg\"\nkafka.linger.ms = 5");
+        let sectioned =
+            "db.host = \"pg\"\nkafka.linger.ms = 5\n[[sink]]\nname = \"s\"\n".to_owned() + BASE;
+        assert_eq!(
+            parse_toml(&single).unwrap(),
+            parse_toml(&sectioned).unwrap()
+        );
+        assert_eq!(process(&single).sinks, process(&sectioned).sinks);
+    }
+
+    #[test]
+    fn several_sinks_are_rejected_by_parse_toml() {
+        assert_eq!(
+            parse_toml(TWO_SINKS).unwrap_err().to_string(),
+            "this file declares 2 sinks ([[sink]] sections); only a file with a single sink \
+             can be used here"
+        );
+    }
+
+    #[test]
+    fn sink_errors_name_the_sink() {
+        let without_table = TWO_SINKS.replacen("db.table = \"payments\"\n", "", 1);
+        assert_eq!(
+            process_err(&without_table),
+            "sink[2] (name \"payments\"): missing required key `db.table`"
+        );
+        let unnamed = TWO_SINKS.replacen("name = \"orders\"\n", "", 1);
+        let unnamed = unnamed.replacen("db.columns = \"id,total\"", "db.columns = \"id\"", 1);
+        assert_eq!(
+            process_err(&unnamed),
+            "sink[1]: db.json.parse has 2 parse paths but db.columns lists 1 column"
+        );
+        assert_eq!(
+            process_err(&TWO_SINKS.replace("db.delivery = \"guaranteed\"", "db.delivery = \"x\"")),
+            "sink[2] (name \"payments\"): db.delivery: unknown value `x`; expected `fastest`, \
+             `guaranteed` or `synchronized`"
+        );
+        // A top-level value is checked in every sink, and said to be inherited.
+        assert_eq!(
+            process_err(&TWO_SINKS.replace("db.sslmode = \"require\"", "db.sslmode = \"tls\"")),
+            "sink[1] (name \"orders\"): db.sslmode: unknown value `tls`; expected `disable`, \
+             `prefer`, `require` or `verify-full` (the value is inherited from the top level \
+             of the file)"
+        );
+        assert_contains(
+            &process_err(&format!("kafka.enable.auto.commit = false\n{TWO_SINKS}")),
+            "sink[1] (name \"orders\"): kafka.enable.auto.commit cannot be set: pgsink commits \
+             offsets itself, after each flush, as db.delivery requires (the value is inherited",
+        );
+        // A top-level sslrootcert with a sink's sslmode = require.
+        assert_eq!(
+            process_err(&TWO_SINKS.replace(
+                "db.sslmode = \"require\"",
+                "db.sslmode = \"require\"\ndb.sslrootcert = \"ca.pem\""
+            )),
+            "sink[1] (name \"orders\"): db.sslrootcert: is used only with db.sslmode = \
+             \"verify-full\"; with \"require\" the server's certificate is not checked (the \
+             value is inherited from the top level of the file)"
+        );
+        // Errors in the top level alone are not blamed on a sink.
+        assert_eq!(
+            process_err(&format!("db.port = 5433\n{TWO_SINKS}")),
+            "db.port: not a key: write the port in db.host, e.g. db.host = \"pg:5433\""
+        );
+        assert_eq!(
+            process_err(&format!("kafka.acks = [1]\n{TWO_SINKS}")),
+            "kafka.acks: arrays are not supported; write a comma-separated string"
+        );
+        assert_eq!(
+            process_err(&format!(
+                "kafka.linger.ms = 1\nkafka.\"linger.ms\" = 2\n{TWO_SINKS}"
+            )),
+            "kafka.linger.ms is given twice"
+        );
+        assert_eq!(
+            process_err(&format!(
+                "{TWO_SINKS}kafka.linger.ms = 1\nkafka.\"linger.ms\" = 2\n"
+            )),
+            "sink[2] (name \"payments\"): kafka.linger.ms is given twice"
+        );
+    }
+
+    #[test]
+    fn sink_structure_errors() {
+        assert_eq!(
+            process_err(&format!("{TWO_SINKS}metrics.address = \"127.0.0.1:1\"\n")),
+            "sink[2] (name \"payments\"): metrics.address: is process-wide: set it at the top \
+             level of the file, outside the [[sink]] sections"
+        );
+        assert_eq!(
+            process_err(&format!("{TWO_SINKS}[[sink.sink]]\nname = \"x\"\n")),
+            "sink[2] (name \"payments\"): sink: [[sink]] sections cannot be nested"
+        );
+        assert_eq!(
+            process_err(&format!("sink = []\n{BASE}")),
+            "sink: declares no sinks; add [[sink]] sections, or remove `sink` to make the file \
+             one sink"
+        );
+        let unknown = process_err(&TWO_SINKS.replace("tasks = 2", "taks = 2"));
+        assert_contains(&unknown, "unknown field `taks`");
+        assert_contains(&unknown, "line 24");
+        assert_contains(
+            &process_err("[sink]\nname = \"x\""),
+            "invalid type: map, expected a sequence",
+        );
+    }
+
+    #[test]
+    fn db_port_hint_uses_the_host_without_its_port() {
+        assert_eq!(
+            err("db.host = \"[::1]:6000\"\ndb.port = \"5433\""),
+            "db.port: not a key: write the port in db.host, e.g. db.host = \"[::1]:5433\""
+        );
+        assert_eq!(
+            err("db.host = \"pg\"\ndb.port = 5433"),
+            "db.port: not a key: write the port in db.host, e.g. db.host = \"pg:5433\""
+        );
+    }
+
+    #[test]
+    fn conflicting_sinks() {
+        let sink = |extra: &str| format!("[[sink]]\n{}\n", compose(extra));
+        let two = |a: &str, b: &str| format!("{}{}", sink(a), sink(b));
+
+        assert_eq!(
+            process_err(&two(
+                "name = \"a\"",
+                "name = \"b\"\nkafka.group.id = \"connect-a\""
+            )),
+            "sink[1] (name \"a\") and sink[2] (name \"b\") use the same Kafka consumer group \
+             \"connect-a\": Kafka would split the partitions between them, so each would miss \
+             the messages the other receives; give each sink its own `name` or kafka.group.id"
+        );
+        // Inherited names (and the default group id from the table) collide too.
+        assert_contains(
+            &process_err(&format!("name = \"n\"\n{}", two("", "db.table = \"x\""))),
+            "sink[1] (name \"n\") and sink[2] (name \"n\") use the same Kafka consumer group \
+             \"connect-n\"",
+        );
+        assert_contains(
+            &process_err(&two("", "db.schema = \"public\"")),
+            "sink[1] and sink[2] use the same Kafka consumer group \"pgsink-public.orders\"",
+        );
+
+        assert_eq!(
+            process_err(&two(
+                "name = \"a\"",
+                "name = \"b\"\ntopics = \"other,orders\""
+            )),
+            "sink[1] (name \"a\") and sink[2] (name \"b\") both load topic \"orders\" into \
+             public.orders of database \"shop\" on localhost:5432 with synchronized delivery: \
+             their offsets would collide (the database keeps one offset per table, topic and \
+             partition); load the topic into this table with one sink only"
+        );
+        let three = format!(
+            "{}{}",
+            sink("name = \"x\"\ntopics = \"x\""),
+            two("name = \"a\"", "name = \"b\"")
+        );
+        assert_contains(
+            &process_err(&three),
+            "sink[2] (name \"a\") and sink[3] (name \"b\")",
+        );
+
+        // Fine: not both synchronized, other topics, another table, another database.
+        for b in [
+            "db.delivery = \"guaranteed\"",
+            "topics = \"other\"",
+            "db.table = \"orders2\"",
+            "db.schema = \"s2\"",
+            "db.database = \"shop2\"",
+            "db.host = \"pg2\"",
+            "db.host = \"localhost:5433\"",
+        ] {
+            let p = process(&two("name = \"a\"", &format!("name = \"b\"\n{b}")));
+            assert_eq!(p.sinks.len(), 2, "{b}");
+        }
+    }
+
+    #[test]
+    fn documented_examples_are_valid() {
+        let docs = include_str!("../../../docs/configuration.md");
+        let blocks = |lang: &str| -> Vec<&str> {
+            let fence = format!("```{lang}\n");
+            docs.split(fence.as_str())
+                .skip(1)
+                .map(|rest| rest.split("```").next().unwrap())
+                .collect()
+        };
+        let toml = blocks("toml");
+        let single = toml
+            .iter()
+            .find(|b| b.contains("accelerometer-sink"))
+            .expect("the single-sink example");
+        assert_eq!(parse_toml(single).unwrap().tasks, 2);
+        let several = toml
+            .iter()
+            .find(|b| b.contains("[[sink]]"))
+            .expect("the multi-sink example");
+        let p = process(several);
+        assert_eq!(p.sinks.len(), 2);
+        assert_eq!(p.metrics_address, Some("127.0.0.1:9187".parse().unwrap()));
+        assert_eq!(
+            p.sinks[1].kafka["bootstrap.servers"],
+            "kafka1:9092,kafka2:9092"
+        );
+        assert_eq!(p.sinks[1].kafka["fetch.wait.max.ms"], "10");
+        let tls = toml
+            .iter()
+            .find(|b| b.contains("db.sslrootcert"))
+            .expect("the TLS example");
+        assert_eq!(ok(tls).db.sslmode, SslMode::VerifyFull);
+        for properties in blocks("properties") {
+            super::super::parse_properties(properties).unwrap();
+        }
+    }
+
+    #[test]
+    fn redacted_shows_the_new_keys() {
+        let p = process(TWO_SINKS);
+        let orders = p.sinks[0].redacted().to_string();
+        let payments = p.sinks[1].redacted().to_string();
+        for line in [
+            "db.sslmode = \"require\"\n",
+            "errors.deadletter.max.per.minute = 100\n",
+            "plugin.timeout.ms = 10000\n",
+            "plugin.memory.mb = 512\n",
+        ] {
+            assert_contains(&orders, line);
+        }
+        assert!(!orders.contains("sslrootcert"), "{orders}");
+        assert_contains(
+            &payments,
+            "db.sslmode = \"verify-full\"\ndb.sslrootcert = \"ca.pem\"\n",
+        );
+        let unlimited = ok("plugin.timeout.ms = 0").redacted().to_string();
+        assert_contains(&unlimited, "plugin.timeout.ms = 0\n");
+        assert!(!unlimited.contains("deadletter"), "{unlimited}");
+        assert!(!format!("{p:?}").contains("\"pw\""), "{p:?}");
     }
 }
