@@ -10,6 +10,7 @@
 
 mod batch;
 mod bindings;
+mod check;
 mod component_cache;
 mod config;
 mod conversion;
@@ -17,16 +18,19 @@ mod convert_lines;
 mod converter;
 mod copy_rows;
 mod demo;
+mod dlq;
 mod kafka;
 mod metrics;
 mod pipeline;
 mod postgres;
 mod reload;
 mod sink;
+mod tls;
 mod writer;
 
 pub use batch::{BatchBuilder, MessageRef};
 pub use bindings::{Column, PluginInfo};
+pub use check::{check, CheckLine};
 pub use component_cache::ComponentCache;
 pub use config::{
     load as load_config, load_process, parse_process_toml, parse_properties, parse_toml,
@@ -40,6 +44,7 @@ pub use converter::{
 };
 pub use copy_rows::check_rows;
 pub use demo::{demo, DemoArgs};
+pub use dlq::{list as dlq_list, redrive as dlq_redrive, DeadLetterRow, RedriveSummary};
 pub use metrics::serve_metrics;
 pub use postgres::{connect, quote_ident, DbError, Target, INSTALL_SQL, UNINSTALL_SQL};
 pub use reload::{ConverterSpec, ReloadError, ReloadStats};

@@ -62,9 +62,53 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Check everything `run` needs without consuming: configuration, converter,
+    /// database, table and columns, broker and topics. One line per check, with a
+    /// fix for each failure; exit status 1 if any check fails.
+    Check {
+        /// The configuration.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// How long to wait for the Kafka broker, in seconds.
+        #[arg(long, default_value_t = 10)]
+        broker_timeout: u64,
+    },
+    /// List dead letters, or re-drive them through the current converter after a fix.
+    Dlq {
+        /// What to do.
+        #[command(subcommand)]
+        action: DlqAction,
+    },
     /// A self-contained demo: starts a Kafka broker inside this process, produces
     /// sample messages, sinks them into a PostgreSQL table and shows the rows.
     Demo(pgsink::DemoArgs),
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// Show the dead letters of the sink's table, oldest first.
+    List {
+        /// The configuration.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Show at most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Convert dead letters again and load those that now convert, removing
+    /// them from the dead letters (one transaction). Those still failing keep
+    /// their place with the new reason.
+    Redrive {
+        /// The configuration (its converter and table are used).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Only these dead letters (ids from `dlq list`); default all of the table.
+        #[arg(long, value_delimiter = ',')]
+        id: Option<Vec<i64>>,
+        /// Report what would happen, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -170,6 +214,84 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Check {
+            config,
+            broker_timeout,
+        } => {
+            let process = match pgsink::load_process(&config) {
+                Ok(process) => process,
+                Err(error) => {
+                    println!("FAIL config     {error}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            let timeout = std::time::Duration::from_secs(broker_timeout);
+            let mut ok = true;
+            for (index, sink) in process.sinks.iter().enumerate() {
+                if process.sinks.len() > 1 {
+                    println!(
+                        "sink {}{}:",
+                        index + 1,
+                        sink.name
+                            .as_deref()
+                            .map(|n| format!(" ({n})"))
+                            .unwrap_or_default()
+                    );
+                }
+                for line in tokio_runtime()?.block_on(pgsink::check(sink, timeout)) {
+                    ok &= line.ok;
+                    println!("{line}");
+                }
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Dlq { action } => match action {
+            DlqAction::List { config, limit } => {
+                let config = pgsink::load_config(&config)?;
+                let letters = tokio_runtime()?.block_on(pgsink::dlq_list(&config, limit))?;
+                println!(
+                    "{:>8}  {:<24} {:>5} {:>10}  {:<29}  reason / value",
+                    "id", "topic", "part", "offset", "failed at"
+                );
+                for l in &letters {
+                    println!(
+                        "{:>8}  {:<24} {:>5} {:>10}  {:<29}  {}\n{:>83}{}",
+                        l.id,
+                        l.topic,
+                        l.partition,
+                        l.offset,
+                        l.failed_at,
+                        l.reason,
+                        "",
+                        l.value_preview
+                    );
+                }
+                println!("{} dead letter(s) shown", letters.len());
+                Ok(ExitCode::SUCCESS)
+            }
+            DlqAction::Redrive {
+                config,
+                id,
+                dry_run,
+            } => {
+                let config = pgsink::load_config(&config)?;
+                let summary =
+                    tokio_runtime()?.block_on(pgsink::dlq_redrive(&config, id, dry_run))?;
+                println!(
+                    "{}{} dead letter(s) read: {} loaded as {} row(s), {} still failing",
+                    if dry_run { "dry run: " } else { "" },
+                    summary.read,
+                    summary.loaded,
+                    summary.rows,
+                    summary.still_failing
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+        },
         Command::Demo(args) => {
             tokio_runtime()?.block_on(pgsink::demo(args))?;
             Ok(ExitCode::SUCCESS)

@@ -8,12 +8,15 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use futures_util::SinkExt;
+use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::CopyInSink;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, NoTls, Socket, Statement};
 
 use crate::batch::MessageRef;
 use crate::config::DbConfig;
+use crate::tls::{self, Tls};
 
 /// The SQL package, also shipped as `sql/install.sql`.
 pub const INSTALL_SQL: &str = include_str!("../../sql/install.sql");
@@ -102,7 +105,33 @@ pub fn describe(db: &DbConfig) -> String {
 }
 
 /// Opens a connection; the connection task runs on the current tokio runtime.
+///
+/// TLS follows `db.sslmode` and `db.sslrootcert` with libpq's meaning (see
+/// `tls.rs`); a TLS setup that cannot even start (an unreadable
+/// `db.sslrootcert`, no system roots) is a [`DbError::Other`], not retried.
 pub async fn connect(db: &DbConfig) -> Result<Client, DbError> {
+    /// Connects through `tls` and spawns the connection task.
+    async fn connect_with<T>(
+        config: &tokio_postgres::Config,
+        tls: T,
+        target: &str,
+    ) -> Result<Client, DbError>
+    where
+        T: MakeTlsConnect<Socket>,
+        T::Stream: Send + 'static,
+    {
+        let (client, connection) = config
+            .connect(tls)
+            .await
+            .map_err(|e| DbError::classify(e, target))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "PostgreSQL connection ended");
+            }
+        });
+        Ok(client)
+    }
+
     let mut config = tokio_postgres::Config::new();
     config
         .host(&db.host)
@@ -115,16 +144,17 @@ pub async fn connect(db: &DbConfig) -> Result<Client, DbError> {
         config.password(password);
     }
     let target = describe(db);
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| DbError::classify(e, &target))?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "PostgreSQL connection ended");
+    let tls = tls::for_db(db).map_err(|e| DbError::Other(format!("TLS to {target}: {e}")))?;
+    match tls {
+        Tls::Off => {
+            config.ssl_mode(PgSslMode::Disable);
+            connect_with(&config, NoTls, &target).await
         }
-    });
-    Ok(client)
+        Tls::On(mode, connector) => {
+            config.ssl_mode(mode);
+            connect_with(&config, connector, &target).await
+        }
+    }
 }
 
 /// Installs or upgrades the SQL package (idempotent, serialized by an advisory lock).

@@ -1,0 +1,206 @@
+//! `pgsink dlq`: looking at dead letters and re-driving them after a fix.
+
+use std::collections::HashMap;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use futures_util::SinkExt;
+
+use crate::batch::{BatchBuilder, MessageRef};
+use crate::bindings::Column;
+use crate::config::SinkConfig;
+use crate::converter::Runtime;
+use crate::postgres::{self, Target};
+use crate::reload::ConverterSpec;
+use crate::sink::{load_plugin, plugin_limits};
+
+/// One dead letter, as `pgsink dlq list` shows it.
+#[derive(Debug, Clone)]
+pub struct DeadLetterRow {
+    /// Its id in `pgsink.dead_letters`.
+    pub id: i64,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// When it failed (text).
+    pub failed_at: String,
+    /// Why.
+    pub reason: String,
+    /// The first bytes of the value, escaped.
+    pub value_preview: String,
+}
+
+/// The dead letters of the sink's table, oldest first.
+pub async fn list(config: &SinkConfig, limit: i64) -> anyhow::Result<Vec<DeadLetterRow>> {
+    let client = postgres::connect(&config.db).await?;
+    let rows = client
+        .query(
+            "SELECT id, topic, partition, \"offset\", failed_at::text, reason,
+                    coalesce(encode(substring(value FROM 1 FOR 80), 'escape'), '(null)')
+               FROM pgsink.dead_letters
+              WHERE table_schema = $1 AND table_name = $2
+              ORDER BY id LIMIT $3",
+            &[&config.db.schema, &config.db.table, &limit],
+        )
+        .await
+        .context("cannot read pgsink.dead_letters (is the pgsink schema installed?)")?;
+    Ok(rows
+        .iter()
+        .map(|r| DeadLetterRow {
+            id: r.get(0),
+            topic: r.get(1),
+            partition: r.get(2),
+            offset: r.get(3),
+            failed_at: r.get(4),
+            reason: r.get(5),
+            value_preview: r.get(6),
+        })
+        .collect())
+}
+
+/// A dead letter read back for a re-drive.
+struct StoredLetter {
+    id: i64,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    timestamp: Option<i64>,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+}
+
+/// What a re-drive did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RedriveSummary {
+    /// Dead letters read.
+    pub read: u64,
+    /// Of those, converted and loaded (and removed from the dead letters).
+    pub loaded: u64,
+    /// Rows they became.
+    pub rows: u64,
+    /// Still failing (reason updated).
+    pub still_failing: u64,
+}
+
+/// Converts dead letters again with the sink's current converter and loads
+/// the ones that now convert, removing them from the dead letters — all in
+/// one transaction. `ids` limits it to those dead letters. With `dry_run`
+/// nothing is changed.
+pub async fn redrive(
+    config: &SinkConfig,
+    ids: Option<Vec<i64>>,
+    dry_run: bool,
+) -> anyhow::Result<RedriveSummary> {
+    let mut client = postgres::connect(&config.db).await?;
+    let target = Target::resolve(
+        &client,
+        &config.db.schema,
+        &config.db.table,
+        &config.db.columns,
+    )
+    .await?;
+    let columns: Vec<Column> = target
+        .columns
+        .iter()
+        .zip(&target.column_types)
+        .map(|(name, type_name)| Column {
+            name: name.clone(),
+            type_name: Some(type_name.clone()),
+        })
+        .collect();
+    let limits = plugin_limits(&config.plugin);
+    let runtime = Runtime::new(limits.timeout.is_some())?;
+    let spec = ConverterSpec {
+        plugin: load_plugin(&runtime, config.plugin.path.as_deref())?,
+        settings: config.plugin.settings.clone(),
+        limits,
+        version: 0,
+    };
+    let mut converter = spec.instantiate(&columns)?;
+
+    let tx = client.transaction().await?;
+    let rows = tx
+        .query(
+            "SELECT id, topic, partition, \"offset\",
+                    (extract(epoch FROM message_timestamp) * 1000)::bigint, key, value
+               FROM pgsink.dead_letters
+              WHERE table_schema = $1 AND table_name = $2 AND ($3::bigint[] IS NULL OR id = ANY($3))
+              ORDER BY id
+              FOR UPDATE SKIP LOCKED",
+            &[&target.schema, &target.table, &ids],
+        )
+        .await?;
+    let mut summary = RedriveSummary {
+        read: rows.len() as u64,
+        ..RedriveSummary::default()
+    };
+    let letters: Vec<StoredLetter> = rows
+        .iter()
+        .map(|r| StoredLetter {
+            id: r.get(0),
+            topic: r.get(1),
+            partition: r.get(2),
+            offset: r.get(3),
+            timestamp: r.get(4),
+            key: r.get(5),
+            value: r.get(6),
+        })
+        .collect();
+    for chunk in letters.chunks(crate::pipeline::BATCH_MESSAGES) {
+        let mut batch = BatchBuilder::new();
+        for letter in chunk {
+            batch.push(
+                MessageRef {
+                    topic: &letter.topic,
+                    partition: letter.partition,
+                    offset: letter.offset,
+                    timestamp: letter.timestamp,
+                    key: letter.key.as_deref(),
+                    value: letter.value.as_deref(),
+                },
+                [],
+            );
+        }
+        let conversion = converter.convert(&batch)?;
+        let failed: HashMap<usize, String> = conversion.failed.into_iter().collect();
+        let loaded: Vec<i64> = chunk
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !failed.contains_key(i))
+            .map(|(_, letter)| letter.id)
+            .collect();
+        summary.loaded += loaded.len() as u64;
+        summary.rows += conversion.rows;
+        summary.still_failing += failed.len() as u64;
+        if !conversion.copy_text.is_empty() {
+            let sink = tx.copy_in::<_, Bytes>(&target.copy_statement()).await?;
+            futures_util::pin_mut!(sink);
+            sink.send(Bytes::from(conversion.copy_text)).await?;
+            sink.as_mut()
+                .finish()
+                .await
+                .context("PostgreSQL still rejects re-driven rows; nothing was changed")?;
+        }
+        tx.execute(
+            "DELETE FROM pgsink.dead_letters WHERE id = ANY($1)",
+            &[&loaded],
+        )
+        .await?;
+        for (i, reason) in failed {
+            tx.execute(
+                "UPDATE pgsink.dead_letters SET reason = $2, failed_at = now(), plugin = $3, plugin_hash = $4 WHERE id = $1",
+                &[&chunk[i].id, &reason, &converter.label(), &spec.plugin.hash()],
+            )
+            .await?;
+        }
+    }
+    if dry_run {
+        tx.rollback().await?;
+    } else {
+        tx.commit().await?;
+    }
+    Ok(summary)
+}
