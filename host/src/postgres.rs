@@ -30,12 +30,12 @@ const FENCE_SQLSTATE: &str = "PSK01";
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The connection failed or broke; retrying on a new connection may work.
-    #[error("PostgreSQL connection to {target}: {source}")]
+    #[error("PostgreSQL connection to {target}: {error}")]
     Connection {
         /// `host:port/database`.
         target: String,
-        /// The driver's error.
-        source: tokio_postgres::Error,
+        /// The driver's error (shown in the message, so not a `source`).
+        error: tokio_postgres::Error,
     },
     /// Another process moved a partition's stored offset: roll back and re-seek.
     #[error("offset fence: {0}")]
@@ -57,7 +57,7 @@ impl DbError {
         let Some(db) = error.as_db_error() else {
             return DbError::Connection {
                 target: target.to_string(),
-                source: error,
+                error,
             };
         };
         let code = db.code().code();
@@ -81,7 +81,7 @@ impl DbError {
         {
             DbError::Connection {
                 target: target.to_string(),
-                source: error,
+                error,
             }
         } else {
             DbError::Other(format!("{text} (SQLSTATE {code})"))
