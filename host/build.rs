@@ -9,6 +9,7 @@ use std::process::Command;
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").unwrap()).join("path_parser.wasm");
     println!("cargo:rerun-if-env-changed=PGSINK_BUNDLED_PLUGIN");
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
     if let Some(prebuilt) = env::var_os("PGSINK_BUNDLED_PLUGIN") {
         println!("cargo:rerun-if-changed={}", Path::new(&prebuilt).display());
         std::fs::copy(&prebuilt, &out).expect("copy PGSINK_BUNDLED_PLUGIN");
@@ -26,7 +27,11 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
-    let target_dir = root.join("target").join("plugins");
+    // Beside the workspace's own build output, so a shared CARGO_TARGET_DIR caches it too.
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("plugins");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .args([
