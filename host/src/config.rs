@@ -603,6 +603,35 @@ fn is_properties_file(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("properties"))
 }
 
+/// Loads a single-sink file as [`load`] does, but with `plugin.path` set to
+/// `plugin` (for `pgsink convert --plugin`), so a file written for another
+/// converter, or with no `db.json.parse`, can be used to try a converter.
+pub fn load_with_plugin(path: &Path, plugin: &Path) -> Result<SinkConfig, ConfigError> {
+    if is_properties_file(path) {
+        let mut sink = load(path)?;
+        sink.plugin.path = Some(plugin.to_owned());
+        return Ok(sink);
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| in_file(path, e.into()))?;
+    let plugin_table = table
+        .entry("plugin")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(plugin_table) = plugin_table {
+        plugin_table.insert(
+            "path".into(),
+            toml::Value::String(plugin.display().to_string()),
+        );
+    }
+    let mut sink = parse_toml(&table.to_string()).map_err(|error| in_file(path, error))?;
+    sink.plugin.path = Some(plugin.to_owned());
+    sink.apply_password_env(std::env::var(PASSWORD_ENV).ok());
+    Ok(sink)
+}
+
 /// Parses and validates a TOML configuration declaring exactly one sink
 /// (no `[[sink]]` sections, or one). Several sinks are an error
 /// ([`ConfigError::SeveralSinks`]); `metrics.address` is checked but not returned.

@@ -33,9 +33,9 @@ pub use bindings::{Column, PluginInfo};
 pub use check::{check, CheckLine};
 pub use component_cache::ComponentCache;
 pub use config::{
-    load as load_config, load_process, parse_process_toml, parse_properties, parse_toml,
-    ConfigError, DbConfig, Delivery, ErrorTolerance, PluginConfig, ProcessConfig, SinkConfig,
-    SslMode,
+    load as load_config, load_process, load_with_plugin as load_config_with_plugin,
+    parse_process_toml, parse_properties, parse_toml, ConfigError, DbConfig, Delivery,
+    ErrorTolerance, PluginConfig, ProcessConfig, SinkConfig, SslMode,
 };
 pub use conversion::{Conversion, Converter};
 pub use convert_lines::{convert_lines, ConvertError, ConvertSummary};

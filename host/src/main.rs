@@ -156,11 +156,13 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             plugin,
             input,
         } => {
-            let config = pgsink::load_config(&config)?;
+            let config = match &plugin {
+                Some(plugin) => pgsink::load_config_with_plugin(&config, plugin)?,
+                None => pgsink::load_config(&config)?,
+            };
             let limits = pgsink::plugin_limits(&config.plugin);
             let runtime = Runtime::new(limits.timeout.is_some())?;
-            let plugin_path = plugin.or(config.plugin.path.clone());
-            let plugin = pgsink::load_plugin(&runtime, plugin_path.as_deref())?;
+            let plugin = pgsink::load_plugin(&runtime, config.plugin.path.as_deref())?;
             let columns: Vec<Column> = config
                 .db
                 .columns
