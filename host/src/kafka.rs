@@ -74,6 +74,8 @@ pub struct SinkContext {
     generation: Arc<std::sync::atomic::AtomicU64>,
     /// Partitions revoked since the consume loop last looked.
     revoked: Mutex<Vec<Partition>>,
+    /// Set when `revoked` has entries (checked per message, so no lock).
+    any_revoked: AtomicBool,
     /// The sink's name, for metrics.
     sink: String,
 }
@@ -97,13 +99,21 @@ impl SinkContext {
             shutdown,
             generation,
             revoked: Mutex::new(Vec::new()),
+            any_revoked: AtomicBool::new(false),
             sink,
         }
     }
 
+    /// True if partitions were revoked since the last [`take_revoked`](Self::take_revoked).
+    pub fn was_revoked(&self) -> bool {
+        self.any_revoked.load(Ordering::Acquire)
+    }
+
     /// Partitions revoked since the last call.
     pub fn take_revoked(&self) -> Vec<Partition> {
-        std::mem::take(&mut *self.revoked.lock().expect("revoked lock"))
+        let mut revoked = self.revoked.lock().expect("revoked lock");
+        self.any_revoked.store(false, Ordering::Release);
+        std::mem::take(&mut *revoked)
     }
 
     /// Points `tpl`'s partitions at their stored offsets and tells the writer
@@ -112,6 +122,9 @@ impl SinkContext {
         let Some(source) = &self.offsets else {
             return true;
         };
+        if self.shutdown.load(Ordering::Relaxed) {
+            return false;
+        }
         let Some(stored) = source.stored(&self.topics, &self.shutdown) else {
             return false;
         };
@@ -149,6 +162,7 @@ impl SinkContext {
             .lock()
             .expect("revoked lock")
             .extend(partitions.iter().cloned());
+        self.any_revoked.store(true, Ordering::Release);
         if self.delivery == Delivery::Fastest || self.shutdown.load(Ordering::Relaxed) {
             return;
         }
@@ -249,8 +263,17 @@ pub fn client_config(kafka: &BTreeMap<String, String>, delivery: Delivery) -> Cl
         },
     );
     config.set("enable.auto.offset.store", "true");
-    if !kafka.contains_key("statistics.interval.ms") {
-        config.set("statistics.interval.ms", "5000");
+    // Defaults that keep a fast sink fed, unless the user set them: prefetch up to
+    // a million messages (librdkafka's default is 100k, which starves the
+    // converter), bounded in memory by queued.max.messages.kbytes (64 MiB).
+    for (key, default) in [
+        ("statistics.interval.ms", "5000"),
+        ("queued.min.messages", "1000000"),
+        ("queued.max.messages.kbytes", "65536"),
+    ] {
+        if !kafka.contains_key(key) {
+            config.set(key, default);
+        }
     }
     config.set_log_level(RDKafkaLogLevel::Warning);
     config

@@ -72,6 +72,7 @@ impl ConsumeLoop {
     pub fn run(mut self) -> Result<(), ConsumeError> {
         let mut builder = BatchBuilder::new();
         let mut generation = self.generation.load(Ordering::SeqCst);
+        let mut idle = true;
         tracing::debug!(plugin = %self.converter_id.label, hash = %self.converter_id.hash, "consume loop started");
         while !self.shutdown.load(Ordering::Relaxed) {
             if self.specs.has_changed().unwrap_or(false) {
@@ -83,10 +84,18 @@ impl ConsumeLoop {
                 builder.clear();
                 self.reposition(generation);
             }
-            self.fill(&mut builder);
-            if builder.is_empty() {
+            if !self.fill(&mut builder) {
+                if !idle {
+                    // Nothing more is coming for now: let the writer commit what it
+                    // holds instead of waiting for the flush interval.
+                    idle = true;
+                    if self.events.blocking_send(Event::Idle).is_err() {
+                        break;
+                    }
+                }
                 continue;
             }
+            idle = false;
             self.canary.offer(&builder);
             let source = std::mem::take(&mut builder);
             let batch = self.convert(source)?;
@@ -124,13 +133,26 @@ impl ConsumeLoop {
         }
     }
 
-    /// Polls until the batch is full or has waited long enough.
-    fn fill(&self, builder: &mut BatchBuilder) {
-        let deadline = Instant::now() + BATCH_WAIT;
+    /// Polls until the batch is full, or the fetched messages run out and
+    /// no more arrive within [`BATCH_WAIT`]. Returns false if it waited in vain.
+    fn fill(&self, builder: &mut BatchBuilder) -> bool {
+        let mut deadline: Option<Instant> = None;
         while builder.len() < BATCH_MESSAGES && builder.data_len() < BATCH_BYTES {
-            let timeout = deadline.saturating_duration_since(Instant::now());
-            match self.consumer.poll(timeout) {
-                None => break,
+            // Drain what librdkafka has fetched without reading the clock;
+            // wait (up to the deadline) only when its queue is empty.
+            let polled = match self.consumer.poll(Duration::ZERO) {
+                Some(polled) => Some(polled),
+                None => {
+                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + BATCH_WAIT);
+                    let timeout = deadline.saturating_duration_since(Instant::now());
+                    if timeout.is_zero() {
+                        break;
+                    }
+                    self.consumer.poll(timeout)
+                }
+            };
+            match polled {
+                None => {}
                 Some(Ok(m)) => {
                     let headers = m.headers();
                     let message = MessageRef {
@@ -153,13 +175,14 @@ impl ConsumeLoop {
                     tracing::warn!(%error, "Kafka consumer error");
                 }
             }
-            if self.drop_revoked {
+            if self.drop_revoked && self.consumer.context().was_revoked() {
                 let revoked = self.consumer.context().take_revoked();
                 if !revoked.is_empty() && !builder.is_empty() {
                     retain_assigned(builder, &revoked);
                 }
             }
         }
+        !builder.is_empty()
     }
 
     /// Converts `source` and turns failures into dead letters.

@@ -120,7 +120,7 @@ pub async fn run(
             shutdown: &shutdown,
             stats: &stats,
         };
-        let pipeline = start_pipeline(&config, shared)
+        let pipeline = start_pipeline(&config, task, shared)
             .await
             .with_context(|| format!("cannot start pipeline {task}"))?;
         pipelines.push(pipeline);
@@ -140,14 +140,18 @@ pub async fn run(
         tokio::spawn(reloader.run(shutdown.clone()));
     }
     let reporter = tokio::spawn(report_progress(stats.clone(), shutdown.clone()));
+    let finished =
+        futures_util::future::join_all(pipelines.into_iter().map(|p| p.finish(&shutdown))).await;
     let mut failure = None;
-    for (task, pipeline) in pipelines.into_iter().enumerate() {
-        if let Err(error) = pipeline.finish(&shutdown).await {
+    let mut consumers = Vec::new();
+    for (task, (result, consumer)) in finished.into_iter().enumerate() {
+        if let Err(error) = result {
             tracing::error!(task, error = %format!("{error:#}"), "pipeline failed");
-            shutdown.store(true, Ordering::SeqCst);
             failure.get_or_insert(error);
         }
+        consumers.push(consumer);
     }
+    close_consumers(consumers).await;
     reporter.abort();
     tracing::info!(
         messages = stats.messages.load(Ordering::Relaxed),
@@ -173,52 +177,90 @@ struct Shared<'a> {
     stats: &'a Arc<Stats>,
 }
 
+/// How long closing the Kafka consumers (leaving the group) may take at exit.
+/// Everything is flushed and committed by then; a slow group leave only delays exit.
+const CONSUMER_CLOSE_TIMEOUT: Duration = Duration::from_secs(20);
+
 struct RunningPipeline {
-    consume: tokio::task::JoinHandle<Result<(), crate::pipeline::ConsumeError>>,
+    consume: tokio::sync::oneshot::Receiver<Result<(), crate::pipeline::ConsumeError>>,
     write: tokio::task::JoinHandle<Result<(), crate::writer::SinkError>>,
     stop: tokio::sync::mpsc::Sender<Event>,
     consumer: Arc<SinkConsumer>,
 }
 
 impl RunningPipeline {
-    /// Waits for the pipeline to end (after shutdown or a failure).
-    async fn finish(self, shutdown: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    /// Waits for the pipeline to end (after shutdown or a failure, which
+    /// stops the other pipelines too). Returns the consumer, still open.
+    async fn finish(self, shutdown: &Arc<AtomicBool>) -> (anyhow::Result<()>, Arc<SinkConsumer>) {
         let RunningPipeline {
-            consume,
+            mut consume,
             mut write,
             stop,
             consumer,
         } = self;
-        let mut consume = consume;
+        let gone = || Err(anyhow::anyhow!("the consume thread panicked"));
         // Whichever side ends first, make the other one end too.
-        let consumed = tokio::select! {
-            c = &mut consume => Some(c),
+        let (consumed, written) = tokio::select! {
+            c = &mut consume => {
+                let c = c.map_or_else(|_| gone(), |r| r.map_err(anyhow::Error::from));
+                if c.is_err() {
+                    shutdown.store(true, Ordering::SeqCst);
+                }
+                let _ = stop.send(Event::Stopped).await;
+                (c, write.await)
+            }
             w = &mut write => {
                 shutdown.store(true, Ordering::SeqCst);
-                let c = consume.await;
-                return finish_result(c, w, consumer).await;
+                let c = consume.await.map_or_else(|_| gone(), |r| r.map_err(anyhow::Error::from));
+                (c, w)
             }
         };
-        let _ = stop.send(Event::Stopped).await;
-        let written = write.await;
-        finish_result(consumed.expect("consume ended"), written, consumer).await
+        let result = match written {
+            Ok(Ok(())) => consumed,
+            Ok(Err(error)) => Err(error.into()),
+            Err(error) => Err(error.into()),
+        };
+        if result.is_err() {
+            shutdown.store(true, Ordering::SeqCst);
+        }
+        (result, consumer)
     }
 }
 
-async fn finish_result(
-    consumed: Result<Result<(), crate::pipeline::ConsumeError>, tokio::task::JoinError>,
-    written: Result<Result<(), crate::writer::SinkError>, tokio::task::JoinError>,
-    consumer: Arc<SinkConsumer>,
-) -> anyhow::Result<()> {
-    // Closing the consumer runs librdkafka callbacks that may block: not on a runtime thread.
-    let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
-    written??;
-    consumed??;
-    Ok(())
+/// Closes the consumers (leaving the group) in parallel, each on a plain
+/// thread since librdkafka runs rebalance callbacks in the close, and gives
+/// up waiting after [`CONSUMER_CLOSE_TIMEOUT`].
+async fn close_consumers(consumers: Vec<Arc<SinkConsumer>>) {
+    let (done, mut closed) = tokio::sync::mpsc::channel(consumers.len().max(1));
+    let count = consumers.len();
+    for consumer in consumers {
+        let done = done.clone();
+        let spawned = std::thread::Builder::new()
+            .name("pgsink-close".into())
+            .spawn(move || {
+                drop(consumer);
+                let _ = done.blocking_send(());
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "cannot close a consumer");
+        }
+    }
+    let all_closed = async {
+        for _ in 0..count {
+            closed.recv().await;
+        }
+    };
+    if tokio::time::timeout(CONSUMER_CLOSE_TIMEOUT, all_closed)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the Kafka consumer group did not confirm our leave in time; exiting anyway (everything is committed)");
+    }
 }
 
 async fn start_pipeline(
     config: &SinkConfig,
+    task: usize,
     shared: Shared<'_>,
 ) -> anyhow::Result<RunningPipeline> {
     let Shared {
@@ -293,8 +335,15 @@ async fn start_pipeline(
         sink: sink.to_string(),
         drop_revoked: config.delivery != Delivery::Fastest,
     };
+    let (consumed, consume) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("pgsink-consume-{task}"))
+        .spawn(move || {
+            let _ = consumed.send(consume_loop.run());
+        })
+        .context("cannot start the consume thread")?;
     Ok(RunningPipeline {
-        consume: tokio::task::spawn_blocking(move || consume_loop.run()),
+        consume,
         write: tokio::spawn(sink_writer.run(receiver)),
         stop: events,
         consumer,

@@ -34,6 +34,8 @@ pub enum Event {
     },
     /// The consume loop has stopped: flush what is left and end.
     Stopped,
+    /// The consumer found nothing new for a while: flush now (not in fastest mode).
+    Idle,
     /// Partitions are being revoked: flush, then answer on `done`.
     Revoked {
         /// The partitions leaving this consumer.
@@ -321,6 +323,11 @@ impl SinkWriter {
                     self.stored.remove(p);
                 }
                 let _ = done.send(());
+            }
+            Event::Idle => {
+                if self.config.delivery != Delivery::Fastest && !self.pending.is_empty() {
+                    self.flush().await?;
+                }
             }
             Event::Stopped => {}
         }
