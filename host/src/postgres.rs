@@ -30,7 +30,7 @@ const FENCE_SQLSTATE: &str = "PSK01";
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The connection failed or broke; retrying on a new connection may work.
-    #[error("PostgreSQL connection to {target}: {error}")]
+    #[error("PostgreSQL connection to {target}: {}", error_chain(.error))]
     Connection {
         /// `host:port/database`.
         target: String,
@@ -92,6 +92,19 @@ impl DbError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, DbError::Connection { .. })
     }
+}
+
+/// An error and its causes, `outer: inner: innermost` (the driver's own
+/// message leaves the cause out, and that is where TLS and I/O details are).
+fn error_chain(error: &tokio_postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Quotes an SQL identifier: `my "table"` becomes `"my ""table"""`.
