@@ -1,1 +1,22 @@
+//! End-to-end tests of pgsink: the `pgsink` binary against a real PostgreSQL and two Kafka
+//! brokers (librdkafka's in-process mock cluster and tansu). Run them with `tests/run`
+//! (`tests/run --test e2e -- synchronized` selects by name); see `harness.rs` for the
+//! environment they read.
+//!
+//! Test names group by feature: `convert_*`, `roundtrip_postgres*`, `synchronized_*`,
+//! `guaranteed_*`, `fastest_*`, `two_topics_*`, `dead_letters*`, `errors_tolerance_*`,
+//! `quoted_identifiers*`, `startup_errors_*`, `properties_file*`, `converters_*`, `reload_*`,
+//! `tls_*`; the broker appears as `_mock`
+//! or `_tansu`.
 
+mod harness;
+
+mod config_formats;
+mod convert;
+mod converters;
+mod delivery;
+mod errors;
+mod operations;
+mod restart;
+mod selftest;
+mod tls;
