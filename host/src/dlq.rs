@@ -7,7 +7,6 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 
 use crate::batch::{BatchBuilder, MessageRef};
-use crate::bindings::Column;
 use crate::config::SinkConfig;
 use crate::converter::Runtime;
 use crate::postgres::{self, Target};
@@ -102,15 +101,7 @@ pub async fn redrive(
         &config.db.columns,
     )
     .await?;
-    let columns: Vec<Column> = target
-        .columns
-        .iter()
-        .zip(&target.column_types)
-        .map(|(name, type_name)| Column {
-            name: name.clone(),
-            type_name: Some(type_name.clone()),
-        })
-        .collect();
+    let columns = target.converter_columns();
     let limits = plugin_limits(&config.plugin);
     let runtime = Runtime::new(limits.timeout.is_some())?;
     let spec = ConverterSpec {

@@ -15,6 +15,7 @@ use tokio_postgres::CopyInSink;
 use tokio_postgres::{Client, NoTls, Socket, Statement};
 
 use crate::batch::MessageRef;
+use crate::bindings::Column;
 use crate::config::DbConfig;
 use crate::tls::{self, Tls};
 
@@ -246,6 +247,18 @@ impl Target {
             columns: columns.to_vec(),
             column_types: columns.iter().map(|c| existing[c].clone()).collect(),
         })
+    }
+
+    /// The columns as a converter is told about them: names and types, in row order.
+    pub fn converter_columns(&self) -> Vec<Column> {
+        self.columns
+            .iter()
+            .zip(&self.column_types)
+            .map(|(name, type_name)| Column {
+                name: name.clone(),
+                type_name: Some(type_name.clone()),
+            })
+            .collect()
     }
 
     /// `"schema"."table"`.

@@ -68,15 +68,7 @@ pub async fn run(
             .context("cannot install the pgsink schema")?;
     }
     let target = Target::resolve(&client, &db.schema, &db.table, &db.columns).await?;
-    let columns: Vec<Column> = target
-        .columns
-        .iter()
-        .zip(&target.column_types)
-        .map(|(name, type_name)| Column {
-            name: name.clone(),
-            type_name: Some(type_name.clone()),
-        })
-        .collect();
+    let columns = target.converter_columns();
     let spec = ConverterSpec {
         plugin,
         settings: config.plugin.settings.clone(),
