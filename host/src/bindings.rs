@@ -4,6 +4,6 @@ wasmtime::component::bindgen!({
     world: "converter",
 });
 
-pub use pgsink::converter::types::{
+pub use self::pgsink::converter::types::{
     Batch, Column, Converted, Header, Message, Outcome, PluginInfo, Span,
 };
