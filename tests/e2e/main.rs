@@ -10,13 +10,18 @@
 //! or `_tansu`.
 
 mod harness;
+mod pg_cluster;
 
 mod config_formats;
 mod convert;
 mod converters;
 mod delivery;
 mod errors;
+mod faults;
+mod hostile_input;
 mod operations;
 mod restart;
+mod sandbox;
+mod scale_out;
 mod selftest;
 mod tls;

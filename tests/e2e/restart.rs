@@ -8,49 +8,49 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
-struct Plan {
-    partitions: i32,
+pub(crate) struct Plan {
+    pub partitions: i32,
     /// Produced before the first sink starts.
-    initial: u64,
+    pub initial: u64,
     /// Produced while the sinks run, at `rate` messages per second.
-    during: u64,
-    rate: u64,
+    pub during: u64,
+    pub rate: u64,
 }
 
 impl Plan {
-    fn total(&self) -> u64 {
+    pub fn total(&self) -> u64 {
         self.initial + self.during
     }
 
-    fn ids(&self) -> BTreeSet<u64> {
+    pub fn ids(&self) -> BTreeSet<u64> {
         (1..=self.total()).collect()
     }
 }
 
 /// Fields drop in this order: the producer thread stops before the broker goes away, and the
 /// context (which prints the sinks' logs when the test fails) goes last.
-struct Scene {
+pub(crate) struct Scene {
     background: Option<BackgroundProducer>,
     initial: Vec<Delivered>,
     /// Where each message id landed (filled by `finish_producing`).
     located: std::collections::BTreeMap<u64, Delivered>,
-    table: Table,
-    topic: String,
-    group: String,
-    database: String,
-    pg: Pg,
-    broker: Broker,
-    ctx: Ctx,
+    pub table: Table,
+    pub topic: String,
+    pub group: String,
+    pub database: String,
+    pub pg: Pg,
+    pub broker: Broker,
+    pub ctx: Ctx,
 }
 
 impl Scene {
     /// Topic, table, the initial messages, and the background producer started.
-    fn new(name: &str, broker: Broker, plan: &Plan) -> Scene {
+    pub fn new(name: &str, broker: Broker, plan: &Plan) -> Scene {
         Scene::new_in(name, broker, plan, TEST_DB)
     }
 
     /// The same in another database (tests that disturb every pgsink connection of it).
-    fn new_in(name: &str, broker: Broker, plan: &Plan, database: &str) -> Scene {
+    pub fn new_in(name: &str, broker: Broker, plan: &Plan, database: &str) -> Scene {
         let ctx = Ctx::new(name);
         let pg = Pg::connect_to(database);
         let table = pg.std_table(&ctx.table_name());
@@ -85,7 +85,7 @@ impl Scene {
         }
     }
 
-    fn config(&self, mode: &str) -> SinkToml {
+    pub fn config(&self, mode: &str) -> SinkToml {
         let mut cfg = SinkToml::new(&self.table, &[&self.topic], &self.broker, &self.group);
         cfg.database = self.database.clone();
         cfg.delivery(mode)
@@ -96,7 +96,7 @@ impl Scene {
     }
 
     /// Waits for the background producer; returns the end offsets of everything produced.
-    fn finish_producing(&mut self) -> std::collections::BTreeMap<(String, i32), i64> {
+    pub fn finish_producing(&mut self) -> std::collections::BTreeMap<(String, i32), i64> {
         let background = self.background.take().expect("producer").finish();
         // Message ids: 1.. for the initial ones, then initial+1.. in the background.
         let first_background = self.initial.len() as u64 + 1;
@@ -112,7 +112,7 @@ impl Scene {
 
     /// Waits for a row of every id; on timeout the failure also says, for each missing id,
     /// where the broker acknowledged it, what the log holds there and the stored offset.
-    fn wait_all(&self, ids: &BTreeSet<u64>, sinks: &mut [&mut Sink]) {
+    pub fn wait_all(&self, ids: &BTreeSet<u64>, sinks: &mut [&mut Sink]) {
         let Err(e) = self.pg.try_wait_all_rows(&self.table, ids, LONG, sinks) else {
             return;
         };
