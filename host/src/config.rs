@@ -258,7 +258,7 @@ pub enum ConfigError {
     /// A `.properties` key pgsink does not know.
     #[error(
         "unknown property `{key}` on line {line}{hint}; accepted: {}",
-        properties::ACCEPTED.join(", ")
+        properties::accepted()
     )]
     UnknownProperty {
         /// The key as written.

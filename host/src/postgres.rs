@@ -38,6 +38,17 @@ pub enum DbError {
         /// The driver's error (shown in the message, so not a `source`).
         error: tokio_postgres::Error,
     },
+    /// PostgreSQL ran out of a resource (SQLSTATE class 53: disk full, out of
+    /// memory, too many connections); retrying later may work.
+    #[error("PostgreSQL at {target} is out of resources (SQLSTATE {code}): {text}")]
+    Resources {
+        /// `host:port/database`.
+        target: String,
+        /// The SQLSTATE, e.g. `53100` (disk full).
+        code: String,
+        /// The server's message.
+        text: String,
+    },
     /// Another process moved a partition's stored offset: roll back and re-seek.
     #[error("offset fence: {0}")]
     Fenced(String),
@@ -74,9 +85,14 @@ impl DbError {
             DbError::Fenced(text)
         } else if code.starts_with("22") || code.starts_with("23") {
             DbError::Data(text)
+        } else if code.starts_with("53") {
+            DbError::Resources {
+                target: target.to_string(),
+                code: code.to_string(),
+                text,
+            }
         } else if code.starts_with("08")
             || code.starts_with("57P")
-            || code.starts_with("53")
             || code == SqlState::T_R_SERIALIZATION_FAILURE.code()
             || code == SqlState::T_R_DEADLOCK_DETECTED.code()
         {
@@ -91,7 +107,7 @@ impl DbError {
 
     /// True when a new connection and a retry may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, DbError::Connection { .. })
+        matches!(self, DbError::Connection { .. } | DbError::Resources { .. })
     }
 }
 

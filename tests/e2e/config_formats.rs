@@ -33,12 +33,13 @@ fn quoted_identifiers_synchronized_mock() {
 /// The JustOne connector's properties file, unchanged, plus `bootstrap.servers`.
 #[test]
 fn properties_file_synchronized_mock() {
-    let ctx = Ctx::new("properties_file");
-    let broker = Broker::mock();
-    let pg = Pg::connect();
-    let table = pg.std_table(&ctx.table_name());
-    let topic = ctx.unique("t");
-    broker.create_topic(&topic, 4);
+    let Stage {
+        ctx,
+        broker,
+        pg,
+        table,
+        topic,
+    } = Stage::new("properties_file", Broker::mock(), 4);
     let mut producer = broker.producer(false);
     producer.send_std_all(&topic, 1..=5000);
     let ends = end_offsets(&producer.flush());

@@ -10,12 +10,13 @@ use crate::harness::*;
 /// them (the last message of partition 0 is a bad one).
 #[test]
 fn dead_letters_synchronized_mock() {
-    let ctx = Ctx::new("dead_letters_synchronized_mock");
-    let broker = Broker::mock();
-    let pg = Pg::connect();
-    let table = pg.std_table(&ctx.table_name());
-    let topic = ctx.unique("t");
-    broker.create_topic(&topic, 3);
+    let Stage {
+        ctx,
+        broker,
+        pg,
+        table,
+        topic,
+    } = Stage::new("dead_letters_synchronized_mock", Broker::mock(), 3);
     let mut producer = broker.producer(false);
     let send_good = |p: &mut Producer, ids: std::ops::RangeInclusive<u64>| {
         for id in ids {
@@ -108,12 +109,13 @@ fn dead_letters_synchronized_mock() {
 /// loads anything past it and writes no dead letter.
 #[test]
 fn errors_tolerance_none_stops_at_bad_message_mock() {
-    let ctx = Ctx::new("errors_tolerance_none_stops");
-    let broker = Broker::mock();
-    let pg = Pg::connect();
-    let table = pg.std_table(&ctx.table_name());
-    let topic = ctx.unique("t");
-    broker.create_topic(&topic, 1);
+    let Stage {
+        ctx,
+        broker,
+        pg,
+        table,
+        topic,
+    } = Stage::new("errors_tolerance_none_stops", Broker::mock(), 1);
     let mut producer = broker.producer(false);
     for id in 1..=100 {
         producer.send_std(&topic, id);

@@ -32,7 +32,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{DeliveryResult, Message as _};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _, ProducerContext};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{Offset, TopicPartitionList};
 
 /// The binary under test.
@@ -465,6 +465,35 @@ pub fn wait_for(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) -
 // Sink configuration
 // ------------------------------------------------------------------------------------------
 
+/// The usual start of a test: its context, a broker, a standard table in the test database,
+/// and a topic `t…` with `partitions` partitions. Bind it with
+/// `let Stage { ctx, broker, pg, table, topic } = Stage::new(…)`: `ctx` drops last, so a
+/// failing test still prints the sinks' logs.
+pub struct Stage {
+    pub ctx: Ctx,
+    pub broker: Broker,
+    pub pg: Pg,
+    pub table: Table,
+    pub topic: String,
+}
+
+impl Stage {
+    pub fn new(name: &str, broker: Broker, partitions: i32) -> Stage {
+        let ctx = Ctx::new(name);
+        let pg = Pg::connect();
+        let table = pg.std_table(&ctx.table_name());
+        let topic = ctx.unique("t");
+        broker.create_topic(&topic, partitions);
+        Stage {
+            ctx,
+            broker,
+            pg,
+            table,
+            topic,
+        }
+    }
+}
+
 /// Builds a TOML configuration for `pgsink run`.
 #[derive(Clone, Debug)]
 pub struct SinkToml {
@@ -704,6 +733,15 @@ fn ensure_database(rt: &tokio::runtime::Runtime, db: &str) {
 impl Pg {
     pub fn connect() -> Pg {
         Pg::connect_to(TEST_DB)
+    }
+
+    /// Connects with a connection string of its own (a throwaway server, say).
+    pub fn connect_with(conninfo: &str) -> Pg {
+        let rt = new_runtime();
+        let cfg = tokio_postgres::Config::from_str(conninfo)
+            .unwrap_or_else(|e| panic!("connection string {conninfo:?}: {e}"));
+        let client = rt.block_on(pg_connect(&cfg));
+        Pg { rt, client }
     }
 
     /// Connects to database `db`, creating it when missing.
@@ -1193,6 +1231,8 @@ enum MockCmd {
     CreateTopic(String, i32, mpsc::Sender<Result<(), String>>),
     /// Broker 1 down (true) or up (false).
     Down(bool, mpsc::Sender<Result<(), String>>),
+    /// Fail the next requests of one API with these errors, in order.
+    RequestErrors(RDKafkaApiKey, Vec<RDKafkaRespErr>, mpsc::Sender<()>),
 }
 
 /// librdkafka's mock cluster, alive on its own thread (it is not `Send`) until dropped.
@@ -1232,6 +1272,10 @@ impl MockBroker {
                                 cluster.broker_up(1)
                             };
                             let _ = reply.send(r.map_err(|e| e.to_string()));
+                        }
+                        MockCmd::RequestErrors(api, errors, reply) => {
+                            cluster.request_errors(api, &errors);
+                            let _ = reply.send(());
                         }
                     }
                 }
@@ -1276,6 +1320,20 @@ impl MockBroker {
             .recv()
             .expect("mock cluster thread gone")
             .unwrap_or_else(|e| panic!("mock broker down={down}: {e}"));
+    }
+}
+
+impl MockBroker {
+    /// librdkafka's error injection: the next `errors.len()` requests of `api` (from any
+    /// client of this cluster) fail with these errors, in order.
+    pub fn request_errors(&self, api: RDKafkaApiKey, errors: &[RDKafkaRespErr]) {
+        let (reply_tx, reply_rx) = mpsc::channel();
+        self.tx
+            .as_ref()
+            .expect("mock running")
+            .send(MockCmd::RequestErrors(api, errors.to_vec(), reply_tx))
+            .expect("mock cluster thread gone");
+        reply_rx.recv().expect("mock cluster thread gone");
     }
 }
 

@@ -224,12 +224,13 @@ fn check_lines(stdout: &str) -> Vec<(String, String)> {
 
 #[test]
 fn operations_check_reports_each_problem() {
-    let ctx = Ctx::new("operations_check_reports_each_problem");
-    let broker = Broker::mock();
-    let pg = Pg::connect();
-    let table = pg.std_table(&ctx.table_name());
-    let topic = ctx.unique("t");
-    broker.create_topic(&topic, 2);
+    let Stage {
+        ctx,
+        broker,
+        pg,
+        table,
+        topic,
+    } = Stage::new("operations_check_reports_each_problem", Broker::mock(), 2);
     let group = ctx.unique("g");
 
     // Everything in place.

@@ -162,6 +162,24 @@ impl Cluster {
         cluster
     }
 
+    /// A connection string for database `postgres` of this server.
+    pub fn conninfo(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        )
+    }
+
+    /// `db.host` for pgsink.
+    pub fn host_port(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Whether the server runs as the `postgres` user (we are root).
+    pub fn as_postgres(&self) -> bool {
+        self.as_postgres
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.as_ref().expect("cluster folder").path()
     }
@@ -288,4 +306,3 @@ impl Drop for Cluster {
         self.dir.take();
     }
 }
-

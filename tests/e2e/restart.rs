@@ -33,11 +33,13 @@ pub(crate) struct Scene {
     background: Option<BackgroundProducer>,
     initial: Vec<Delivered>,
     /// Where each message id landed (filled by `finish_producing`).
-    located: std::collections::BTreeMap<u64, Delivered>,
+    pub located: std::collections::BTreeMap<u64, Delivered>,
     pub table: Table,
     pub topic: String,
     pub group: String,
     pub database: String,
+    /// `db.host` of the sinks.
+    pub db_host: String,
     pub pg: Pg,
     pub broker: Broker,
     pub ctx: Ctx,
@@ -51,8 +53,25 @@ impl Scene {
 
     /// The same in another database (tests that disturb every pgsink connection of it).
     pub fn new_in(name: &str, broker: Broker, plan: &Plan, database: &str) -> Scene {
-        let ctx = Ctx::new(name);
-        let pg = Pg::connect_to(database);
+        Scene::new_on(
+            Ctx::new(name),
+            broker,
+            plan,
+            Pg::connect_to(database),
+            &pg_host_port(),
+            database,
+        )
+    }
+
+    /// The same on another server: `pg` is connected to it, the sinks reach it at `db_host`.
+    pub fn new_on(
+        ctx: Ctx,
+        broker: Broker,
+        plan: &Plan,
+        pg: Pg,
+        db_host: &str,
+        database: &str,
+    ) -> Scene {
         let table = pg.std_table(&ctx.table_name());
         let topic = ctx.unique("t");
         broker.create_topic(&topic, plan.partitions);
@@ -73,6 +92,7 @@ impl Scene {
         let group = ctx.unique("g");
         Scene {
             database: database.to_string(),
+            db_host: db_host.to_string(),
             ctx,
             broker,
             pg,
@@ -88,6 +108,7 @@ impl Scene {
     pub fn config(&self, mode: &str) -> SinkToml {
         let mut cfg = SinkToml::new(&self.table, &[&self.topic], &self.broker, &self.group);
         cfg.database = self.database.clone();
+        cfg.db_host = self.db_host.clone();
         cfg.delivery(mode)
             .flush_ms(100)
             // A SIGKILLed member stays in the group until its session times out; the
@@ -108,6 +129,47 @@ impl Scene {
                 .insert(first_background + d.seq as u64, d.clone());
         }
         end_offsets(&self.located.values().cloned().collect::<Vec<_>>())
+    }
+
+    /// Ends a synchronized run: waits for the producer and for a row of every id, lets the
+    /// sinks run on for 2 s (none may add a row later, or exit), stops them cleanly, and checks
+    /// every message exactly once with the stored offsets at the end of every partition.
+    pub fn finish_exactly_once(&mut self, ids: &BTreeSet<u64>, sinks: &mut [&mut Sink]) {
+        let ends = self.finish_producing();
+        self.wait_all(ids, sinks);
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(2) {
+            for sink in sinks.iter_mut() {
+                sink.assert_running("after all rows were loaded");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for sink in sinks.iter_mut() {
+            sink.stop_ok();
+        }
+        assert_exactly_once(&self.pg, &self.table, ids);
+        assert_offsets_at_end(&self.pg, &self.table, &ends);
+    }
+
+    /// Ends a guaranteed run: waits for the producer and for every id, stops the sink cleanly
+    /// and checks that no id is missing (duplicates allowed; their count goes to the log).
+    pub fn finish_at_least_once(&mut self, ids: &BTreeSet<u64>, sink: &mut Sink) {
+        self.finish_producing();
+        let total = ids.len() as i64;
+        let (pg, table) = (&self.pg, &self.table);
+        wait_for(
+            LONG,
+            &format!("{total} distinct ids in {}", table.name),
+            || {
+                sink.assert_running("waiting for every id");
+                pg.count_distinct_ids(table) >= total
+            },
+        );
+        sink.stop_ok();
+        let dups = assert_at_least_once(&self.pg, &self.table, ids);
+        self.ctx.note(format!(
+            "{dups} duplicate rows (allowed in guaranteed mode)"
+        ));
     }
 
     /// Waits for a row of every id; on timeout the failure also says, for each missing id,
@@ -160,11 +222,7 @@ fn sigterm_restart(name: &str, broker: Broker, plan: Plan) {
     );
 
     let mut run2 = s.ctx.start_sink("run2", &cfg);
-    let ends = s.finish_producing();
-    s.wait_all(&plan.ids(), &mut [&mut run2]);
-    run2.stop_ok();
-    assert_exactly_once(&s.pg, &s.table, &plan.ids());
-    assert_offsets_at_end(&s.pg, &s.table, &ends);
+    s.finish_exactly_once(&plan.ids(), &mut [&mut run2]);
 }
 
 #[test]
@@ -246,11 +304,7 @@ fn kill9_restart(name: &str, broker: Broker, plan: Plan) {
     );
 
     let mut last = s.ctx.start_sink("final", &cfg);
-    let ends = s.finish_producing();
-    s.wait_all(&plan.ids(), &mut [&mut last]);
-    last.stop_ok();
-    assert_exactly_once(&s.pg, &s.table, &plan.ids());
-    assert_offsets_at_end(&s.pg, &s.table, &ends);
+    s.finish_exactly_once(&plan.ids(), &mut [&mut last]);
 }
 
 #[test]
@@ -299,19 +353,10 @@ fn synchronized_fence_two_processes_mock() {
         .render();
     let mut a = s.ctx.start_sink("a", &cfg_a);
     let mut b = s.ctx.start_sink("b", &cfg_b);
-    let ends = s.finish_producing();
-    s.wait_all(&plan.ids(), &mut [&mut a, &mut b]);
-    // Let both go on a little: neither may add a duplicate later.
-    std::thread::sleep(Duration::from_secs(3));
-    a.assert_running("after all rows were loaded");
-    b.assert_running("after all rows were loaded");
-    a.stop_ok();
-    b.stop_ok();
+    s.finish_exactly_once(&plan.ids(), &mut [&mut a, &mut b]);
     let fenced = a.stderr().matches("fence").count() + b.stderr().matches("fence").count();
     s.ctx
         .note(format!("stderr lines mentioning the fence: {fenced}"));
-    assert_exactly_once(&s.pg, &s.table, &plan.ids());
-    assert_offsets_at_end(&s.pg, &s.table, &ends);
 }
 
 /// guaranteed: kill -9 twice mid-stream, then a clean run: every id present (duplicates allowed).
@@ -324,7 +369,6 @@ fn guaranteed_kill9_restart_mock() {
         rate: 4_000,
     };
     let mut s = Scene::new("guaranteed_kill9_restart", Broker::mock(), &plan);
-    let total = plan.total() as i64;
     let cfg = s.config("guaranteed").render();
     for i in 1..=2 {
         let label = format!("run{i}");
@@ -339,22 +383,7 @@ fn guaranteed_kill9_restart_mock() {
         ));
     }
     let mut last = s.ctx.start_sink("final", &cfg);
-    s.finish_producing();
-    let pg = &s.pg;
-    let table = &s.table;
-    wait_for(
-        LONG,
-        &format!("{total} distinct ids in {}", table.name),
-        || {
-            last.assert_running("waiting for every id");
-            pg.count_distinct_ids(table) >= total
-        },
-    );
-    last.stop_ok();
-    let dups = assert_at_least_once(&s.pg, &s.table, &plan.ids());
-    s.ctx.note(format!(
-        "{dups} duplicate rows (allowed in guaranteed mode)"
-    ));
+    s.finish_at_least_once(&plan.ids(), &mut last);
     let stored = s.pg.stored_offsets(&s.table);
     assert!(
         stored.is_empty(),
@@ -413,11 +442,7 @@ fn broker_down(name: &str, kafka: &[(&str, &str)]) {
     let during = assert_synchronized_consistent(&s.pg, &s.table, &plan.ids());
     mock.set_down(false);
     s.ctx.note(format!("broker up again; {during} rows"));
-    let ends = s.finish_producing();
-    s.wait_all(&plan.ids(), &mut [&mut sink]);
-    sink.stop_ok();
-    assert_exactly_once(&s.pg, &s.table, &plan.ids());
-    assert_offsets_at_end(&s.pg, &s.table, &ends);
+    s.finish_exactly_once(&plan.ids(), &mut [&mut sink]);
 }
 
 /// PostgreSQL terminates the sink's connections mid-stream. The sink may reconnect by itself
@@ -489,11 +514,7 @@ fn synchronized_db_connection_lost_mock() {
         Some(st) => format!("recovered by restart (run1 exited with {st})"),
         None => "recovered without a restart".to_string(),
     });
-    let ends = s.finish_producing();
-    s.wait_all(&plan.ids(), &mut [&mut sink]);
-    sink.stop_ok();
-    assert_exactly_once(&s.pg, &s.table, &plan.ids());
-    assert_offsets_at_end(&s.pg, &s.table, &ends);
+    s.finish_exactly_once(&plan.ids(), &mut [&mut sink]);
 }
 
 /// Two synchronized sinks in the SAME consumer group: the second one joining and the first one
@@ -531,9 +552,5 @@ fn synchronized_same_group_rebalance_mock() {
         "a should leave mid-stream, but all rows are loaded"
     );
     a.stop_ok();
-    let ends = s.finish_producing();
-    s.wait_all(&plan.ids(), &mut [&mut b]);
-    b.stop_ok();
-    assert_exactly_once(&s.pg, &s.table, &plan.ids());
-    assert_offsets_at_end(&s.pg, &s.table, &ends);
+    s.finish_exactly_once(&plan.ids(), &mut [&mut b]);
 }

@@ -1,1 +1,139 @@
-//! (being written)
+//! Scale-out: several pgsink processes in one consumer group share the partitions through
+//! Kafka's group protocol; every rebalance makes each process seek to the offsets stored in
+//! PostgreSQL, and the offset fence keeps synchronized mode exactly once.
+
+use crate::harness::*;
+use crate::restart::{Plan, Scene};
+
+/// The partitions of a process's latest assignment, from its log line
+/// `assigned; starting from … partitions=[("topic", 3, Some(120)), …]`.
+fn latest_assignment(stderr: &str) -> Option<Vec<i32>> {
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains("assigned; starting from"))?;
+    let list = &line[line.find("partitions=[")? + "partitions=[".len()..];
+    let list = &list[..list.find(']')?];
+    let mut partitions = Vec::new();
+    for entry in list.split("(\"").skip(1) {
+        // `topic", 3, Some(120)), ` → the second field.
+        let number = entry.split(',').nth(1)?.trim();
+        partitions.push(number.parse().ok()?);
+    }
+    Some(partitions)
+}
+
+/// The number of assignments a process has logged.
+fn assignments(sink: &Sink) -> usize {
+    sink.stderr().matches("assigned; starting from").count()
+}
+
+/// Waits until the live processes' latest assignments split all partitions between them,
+/// each process holding at least one, none held twice.
+fn wait_split(s: &Scene, partitions: i32, sinks: &mut [(&str, &mut Sink)], why: &str) {
+    let mut last = String::new();
+    wait_for(
+        LONG,
+        &format!("{why}: the partitions split across the processes"),
+        || {
+            let mut seen = Vec::new();
+            let mut report = Vec::new();
+            let mut each_has_some = true;
+            for (label, sink) in sinks.iter_mut() {
+                sink.assert_running(why);
+                let mine = latest_assignment(&sink.stderr()).unwrap_or_default();
+                each_has_some &= !mine.is_empty();
+                report.push(format!("{label}: {mine:?}"));
+                seen.extend(mine);
+            }
+            last = report.join("; ");
+            seen.sort_unstable();
+            each_has_some && seen == (0..partitions).collect::<Vec<_>>()
+        },
+    );
+    s.ctx.note(format!("{why}: {last}"));
+}
+
+/// Three synchronized processes with the same group; one stops mid-run (its partitions move to
+/// the other two) and a fourth starts (taking a share): two rebalances under load, and every
+/// message lands exactly once, with the stored offsets at the end of every partition.
+#[test]
+fn scale_out_three_processes_two_rebalances_mock() {
+    let plan = Plan {
+        partitions: 12,
+        initial: 30_000,
+        during: 60_000,
+        rate: 2_000,
+    };
+    let mut s = Scene::new(
+        "scale_out_three_processes_two_rebalances_mock",
+        Broker::mock(),
+        &plan,
+    );
+    let cfg = s
+        .config("synchronized")
+        .kafka("session.timeout.ms", "6000")
+        .kafka("heartbeat.interval.ms", "500")
+        .render();
+    let mut a = s.ctx.start_sink("a", &cfg);
+    let mut b = s.ctx.start_sink("b", &cfg);
+    let mut c = s.ctx.start_sink("c", &cfg);
+    wait_split(
+        &s,
+        plan.partitions,
+        &mut [("a", &mut a), ("b", &mut b), ("c", &mut c)],
+        "three processes joined",
+    );
+    let rows = s.pg.count(&s.table);
+    s.pg.wait_rows(&s.table, rows + 2_000, LONG, &mut [&mut a, &mut b, &mut c]);
+
+    // Rebalance 1: b leaves.
+    let before = (assignments(&a), assignments(&c));
+    b.stop_ok();
+    let rows = assert_synchronized_consistent(&s.pg, &s.table, &plan.ids());
+    s.ctx.note(format!("b stopped at {rows} rows"));
+    assert!(
+        (rows as u64) < plan.total(),
+        "b should leave mid-run, but all rows are loaded"
+    );
+    wait_split(
+        &s,
+        plan.partitions,
+        &mut [("a", &mut a), ("c", &mut c)],
+        "after b left",
+    );
+    assert!(
+        assignments(&a) > before.0 && assignments(&c) > before.1,
+        "a and c should both have been re-assigned after b left"
+    );
+    let rows = s.pg.count(&s.table);
+    s.pg.wait_rows(&s.table, rows + 2_000, LONG, &mut [&mut a, &mut c]);
+
+    // Rebalance 2: d joins.
+    let mut d = s.ctx.start_sink("d", &cfg);
+    wait_split(
+        &s,
+        plan.partitions,
+        &mut [("a", &mut a), ("c", &mut c), ("d", &mut d)],
+        "after d joined",
+    );
+    let rows = assert_synchronized_consistent(&s.pg, &s.table, &plan.ids());
+    s.ctx.note(format!("d holds partitions at {rows} rows"));
+    assert!(
+        (rows as u64) < plan.total(),
+        "the second rebalance should happen mid-run, but all rows are loaded"
+    );
+
+    s.finish_exactly_once(&plan.ids(), &mut [&mut a, &mut c, &mut d]);
+}
+
+#[test]
+fn scale_out_parses_assignment_lines() {
+    let log = "2026-11-27T11:00:00Z  INFO pgsink::kafka: assigned; starting from the offsets \
+               stored in PostgreSQL (none: Kafka's committed offset or auto.offset.reset) \
+               partitions=[(\"t\", 3, Some(120)), (\"t\", 7, None)]\n";
+    assert_eq!(latest_assignment(log), Some(vec![3, 7]));
+    let empty = log.replace("(\"t\", 3, Some(120)), (\"t\", 7, None)", "");
+    assert_eq!(latest_assignment(&empty), Some(vec![]));
+    assert_eq!(latest_assignment("nothing here"), None);
+}

@@ -11,34 +11,6 @@ use std::collections::BTreeMap;
 use super::raw::{KeyNames, RawConfig};
 use super::{ConfigError, JUSTONE_CONNECTOR_CLASS};
 
-/// Keys accepted in a `.properties` file, for error messages and docs.
-pub(super) const ACCEPTED: &[&str] = &[
-    "name",
-    "connector.class",
-    "tasks.max",
-    "topics",
-    "db.host",
-    "db.database",
-    "db.username",
-    "db.password",
-    "db.schema",
-    "db.table",
-    "db.columns",
-    "db.json.parse",
-    "db.delivery",
-    "db.buffer.size",
-    "db.sslmode",
-    "db.sslrootcert",
-    "bootstrap.servers",
-    "offset.flush.interval.ms",
-    "errors.tolerance",
-    "errors.deadletter.max.per.minute",
-    "kafka.*",
-    "consumer.*",
-    "key.converter",
-    "value.converter",
-];
-
 /// Keys taken over unchanged from the original connector.
 const DIRECT: &[&str] = &[
     "name",
@@ -58,6 +30,28 @@ const DIRECT: &[&str] = &[
     "errors.tolerance",
     "errors.deadletter.max.per.minute",
 ];
+
+/// Keys accepted besides [`DIRECT`]: mapped, or ignored with a warning.
+const OTHER: &[&str] = &[
+    "connector.class",
+    "tasks.max",
+    "bootstrap.servers",
+    "offset.flush.interval.ms",
+    "kafka.*",
+    "consumer.*",
+    "key.converter",
+    "value.converter",
+];
+
+/// Keys accepted in a `.properties` file, for error messages and docs.
+pub(super) fn accepted() -> String {
+    DIRECT
+        .iter()
+        .chain(OTHER)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 const CONVERTER_IGNORED: &str = "pgsink hands raw message bytes to its converter";
 
