@@ -83,6 +83,55 @@ fn convert_seed_example() {
     assert!(out.status.success(), "exit {}", out.status);
 }
 
+/// What `cargo install --path host` installs is this binary alone: copied to a folder of its
+/// own and run from there, with a fresh HOME and no repository around, it reports its version,
+/// lists every command in `--help`, and converts with the bundled plugin embedded in it.
+#[test]
+fn packaging_binary_is_self_contained() {
+    let ctx = Ctx::new("packaging_binary_is_self_contained");
+    let bin_dir = ctx.dir().join("bin");
+    let home = ctx.dir().join("home");
+    std::fs::create_dir_all(&bin_dir).expect("bin folder");
+    std::fs::create_dir_all(&home).expect("home folder");
+    let exe = bin_dir.join("pgsink");
+    std::fs::copy(PGSINK, &exe).expect("copy the pgsink binary");
+    let run = |args: &[&str], stdin: &[u8]| {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(args)
+            .current_dir(&home)
+            .env_clear()
+            .env("HOME", &home)
+            .env("PATH", "/usr/bin:/bin");
+        run_with_timeout(cmd, stdin, T)
+    };
+    let out = run(&["--version"], b"");
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("pgsink {}", env!("CARGO_PKG_VERSION")),
+        "pgsink --version"
+    );
+    let out = run(&["--help"], b"");
+    let help = text(&out.stdout);
+    for command in ["run", "check", "convert", "sql", "dlq", "demo"] {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{command} "))),
+            "pgsink --help should list `{command}`:\n{help}"
+        );
+    }
+    let cfg = home.join("c.toml");
+    std::fs::write(&cfg, config(&["device", "lat", "lon", "x"], SEED_PATHS, ""))
+        .expect("write config");
+    let out = run(&["convert", "--config", "c.toml"], SEED.as_bytes());
+    assert_eq!(
+        text(&out.stdout),
+        SEED_ROW,
+        "convert with the embedded plugin (stderr: {})",
+        text(&out.stderr)
+    );
+    assert!(out.status.success(), "exit {}", out.status);
+}
+
 #[test]
 fn convert_bad_lines_are_reported_and_skipped() {
     let ctx = Ctx::new("convert_bad_lines");
