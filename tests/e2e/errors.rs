@@ -157,6 +157,65 @@ fn errors_tolerance_none_stops_at_bad_message_mock() {
     );
 }
 
+/// `errors.deadletter.max.per.minute`: a burst of bad messages beyond the cap stops the sink
+/// (non-zero, naming the setting) before the flush that would exceed it commits; every message
+/// before that point is accounted for as a row or a dead letter, and none after it.
+#[test]
+fn errors_dead_letter_cap_stops_the_sink_mock() {
+    let Stage {
+        ctx,
+        broker,
+        pg,
+        table,
+        topic,
+    } = Stage::new("errors_dead_letter_cap", Broker::mock(), 1);
+    let mut producer = broker.producer(false);
+    producer.send_std_all(&topic, 1..=500);
+    producer.flush();
+    let cfg = SinkToml::new(&table, &[&topic], &broker, &ctx.unique("g"))
+        .line("errors.deadletter.max.per.minute = 20")
+        .flush_ms(200);
+    let mut sink = ctx.start_sink("sink", &cfg.render());
+    pg.wait_rows(&table, 500, LONG, &mut [&mut sink]);
+    for i in 0..30 {
+        let key = format!("bad-{i}");
+        producer.send(&topic, None, Some(key.as_bytes()), Some(b"{\"identity\":"));
+    }
+    producer.send_std_all(&topic, 501..=1000);
+    producer.flush();
+    let status = sink.wait(LONG);
+    let stderr = sink.stderr();
+    assert!(
+        !status.success(),
+        "30 dead letters against a cap of 20 must stop the sink; it exited with {status}"
+    );
+    assert!(
+        stderr.contains("errors.deadletter.max.per.minute = 20"),
+        "stderr should name the cap: {}",
+        tail(&stderr, 20)
+    );
+    let rows = pg.count(&table);
+    let dead = pg.dead_letters(&table).len() as i64;
+    let stored = pg.stored_offsets(&table);
+    let next = stored.values().copied().max().unwrap_or(0);
+    ctx.note(format!(
+        "{rows} rows, {dead} dead letters, stored next offset {next}"
+    ));
+    assert!(
+        dead <= 20,
+        "{dead} dead letters committed past the cap of 20"
+    );
+    assert_eq!(
+        rows + dead,
+        next,
+        "rows and dead letters must account for every message below the stored offset"
+    );
+    assert!(
+        next <= 520,
+        "the stored offset {next} moved past the 21st bad message (offset 520)"
+    );
+}
+
 // ------------------------------------------------------------------------------------------
 // Startup errors
 // ------------------------------------------------------------------------------------------
