@@ -240,6 +240,50 @@ fn synchronized_postgres_crash_restart_mock() {
     s.ctx.note(format!("{retries} flush retries logged"));
 }
 
+/// SIGTERM while PostgreSQL is down: the sink keeps retrying its flush for 30 s, then exits
+/// non-zero saying how many buffered rows were not loaded, with nothing committed past the
+/// stored rows; a new run after PostgreSQL is back loads every message exactly once.
+#[test]
+fn synchronized_sigterm_while_postgres_down_mock() {
+    let plan = Plan {
+        partitions: 4,
+        initial: 20_000,
+        during: 10_000,
+        rate: 2_000,
+    };
+    let (mut cluster, mut s) =
+        scene_on_own_server("synchronized_sigterm_while_postgres_down_mock", &plan);
+    let cfg = s.config("synchronized").render();
+    let mut run1 = s.ctx.start_sink("run1", &cfg);
+    s.pg.wait_rows(&s.table, 1, LONG, &mut [&mut run1]);
+    cluster.stop();
+    // Let messages arrive for the sink to buffer, then ask it to stop.
+    std::thread::sleep(Duration::from_secs(1));
+    run1.sigterm();
+    let t0 = Instant::now();
+    let status = run1.wait(Duration::from_secs(90));
+    let stderr = run1.stderr();
+    s.ctx.note(format!(
+        "run1 exited with {status} {:.1} s after SIGTERM",
+        t0.elapsed().as_secs_f64()
+    ));
+    assert!(
+        !status.success(),
+        "the sink exited 0 with rows it could not load"
+    );
+    assert!(
+        stderr.contains("stopped while PostgreSQL was unreachable"),
+        "stderr should say the buffered rows were not loaded:\n{}",
+        tail(&stderr, 20)
+    );
+    cluster.start(&s.ctx, None, HBA_ANY);
+    s.pg = Pg::connect_with(&cluster.conninfo());
+    let rows = assert_synchronized_consistent(&s.pg, &s.table, &plan.ids());
+    s.ctx.note(format!("PostgreSQL back with {rows} rows"));
+    let mut run2 = s.ctx.start_sink("run2", &cfg);
+    s.finish_exactly_once(&plan.ids(), &mut [&mut run2]);
+}
+
 /// A tmpfs of a fixed size, mounted for the test and unmounted when dropped (after the server
 /// that writes into it has stopped: declare it before the cluster).
 struct Tmpfs {
