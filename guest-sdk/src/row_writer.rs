@@ -210,9 +210,20 @@ impl fmt::Write for Field<'_> {
     }
 }
 
+/// The reference COPY-text decoder the repository's tests share.
+#[cfg(test)]
+#[path = "../../tests/corpus/copy_text.rs"]
+mod copy_text;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use proptest::prelude::*;
+
+    use crate::{convert_batch, BatchOutput, Column, Converter, Message, Outcome, Settings};
+
+    use super::copy_text;
 
     fn escaped(s: &str) -> Result<String, String> {
         let mut out = Vec::new();
@@ -258,5 +269,144 @@ mod tests {
         let err = w.take_outcome().unwrap_err();
         assert_eq!(err, "the converter wrote a row of 1 fields for 2 columns");
         assert_eq!(w.take_outcome(), Ok(0), "outcome resets after each message");
+    }
+
+    /// Characters that matter to COPY text (its four escaped bytes, the letters of its escape
+    /// sequences, `\N`, `\.`, NUL), other controls and multi-byte text, plus any character.
+    fn hostile_char() -> impl Strategy<Value = char> {
+        prop_oneof![
+            3 => prop::sample::select(vec![
+                '\\', '\t', '\n', '\r', 'N', '.', '0', '7', 'x', 'b', 'f', 'v', 't', 'n', 'r',
+                '\u{8}', '\u{b}', '\u{c}', '\u{1f}', '\u{7f}', '\u{85}', '\u{2028}', 'é', '😀',
+            ]),
+            1 => Just('\0'),
+            2 => any::<char>(),
+        ]
+    }
+
+    fn hostile_text() -> impl Strategy<Value = String> {
+        prop::collection::vec(hostile_char(), 0..24).prop_map(String::from_iter)
+    }
+
+    /// A planned field: its value (None: NULL) and how to write it.
+    type PlannedField = (Option<String>, u8);
+
+    /// A converter that writes the rows planned for each message (by offset), each field
+    /// through one of the SDK's ways of writing a field.
+    struct Planned {
+        /// Per message: its rows; per row: its fields.
+        plan: Vec<Vec<Vec<PlannedField>>>,
+    }
+
+    impl Converter for Planned {
+        fn configure(_: &Settings, _: &[Column]) -> Result<Self, String> {
+            Ok(Planned { plan: Vec::new() })
+        }
+
+        fn convert(
+            &mut self,
+            message: &Message<'_>,
+            rows: &mut RowWriter<'_>,
+        ) -> Result<(), String> {
+            for fields in &self.plan[message.offset as usize] {
+                let mut row = rows.row();
+                for (value, how) in fields {
+                    match (value, how % 4) {
+                        (None, _) => {
+                            row.push_null();
+                        }
+                        (Some(v), 0) => {
+                            row.push_str(v);
+                        }
+                        (Some(v), 1) => {
+                            // In pieces of one to three characters.
+                            let mut field = row.field();
+                            let chars: Vec<char> = v.chars().collect();
+                            for piece in chars.chunks(1 + usize::from(*how) % 3) {
+                                field.push_str(&String::from_iter(piece));
+                            }
+                        }
+                        (Some(v), 2) => {
+                            let mut field = row.field();
+                            v.chars().for_each(|c| field.push_char(c));
+                        }
+                        (Some(v), _) => {
+                            row.push_display(v);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// The escaper's contract, for any text: without NUL, the result holds no raw tab,
+        /// newline or carriage return, and PostgreSQL's COPY decoding (the reference decoder)
+        /// gives the text back, never NULL (`\N` included); with a NUL, it is an error and
+        /// nothing is appended.
+        #[test]
+        fn escaped_text_decodes_back_to_the_text(text in hostile_text(), before in "[a-z\\\\]{0,3}") {
+            let mut out = before.clone().into_bytes();
+            let result = escape_copy_text(&text, &mut out);
+            if text.contains('\0') {
+                prop_assert!(result.unwrap_err().contains("NUL"));
+                prop_assert_eq!(out, before.into_bytes(), "nothing appended");
+                return Ok(());
+            }
+            prop_assert!(result.is_ok());
+            let escaped = &out[before.len()..];
+            prop_assert!(!escaped.iter().any(|b| matches!(b, b'\t' | b'\n' | b'\r')), "{:?}", escaped);
+            let specials = text.bytes().filter(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r')).count();
+            prop_assert_eq!(escaped.len(), text.len() + specials, "one backslash per special byte");
+            let mut line = escaped.to_vec();
+            line.push(b'\n');
+            prop_assert_eq!(copy_text::decode(&line), Ok(vec![vec![Some(text)]]));
+        }
+
+        /// Whole batches through `convert_batch` with every way of writing a field: the COPY
+        /// text decodes to exactly the rows of the messages that succeed, in order; a message
+        /// with a NUL or a row of the wrong width fails alone and leaves no byte behind.
+        #[test]
+        fn batches_decode_to_the_rows_of_the_messages_that_succeed(
+            columns in 1usize..5,
+            plan in prop::collection::vec(
+                prop::collection::vec(
+                    prop::collection::vec((prop::option::weighted(0.8, hostile_text()), any::<u8>()), 1..6),
+                    0..4,
+                ),
+                0..8,
+            ),
+        ) {
+            let mut converter = Planned { plan };
+            let messages: Vec<Message<'_>> = (0..converter.plan.len())
+                .map(|i| Message { offset: i as i64, ..Message::from_value(b"") })
+                .collect();
+            let mut out = BatchOutput::default();
+            convert_batch(&mut converter, columns, messages.into_iter().map(Ok), &mut out);
+            prop_assert_eq!(out.outcomes.len(), converter.plan.len());
+            let mut expected_rows = Vec::new();
+            for (i, rows) in converter.plan.iter().enumerate() {
+                let nul = rows.iter().flatten().any(|(v, _)| v.as_deref().is_some_and(|v| v.contains('\0')));
+                let width = rows.iter().find(|fields| fields.len() != columns);
+                match (&out.outcomes[i], nul, width) {
+                    (Outcome::Rows(n), false, None) => {
+                        prop_assert_eq!(*n as usize, rows.len());
+                        expected_rows.extend(rows.iter().map(|fields| {
+                            fields.iter().map(|(v, _)| v.clone()).collect::<copy_text::Row>()
+                        }));
+                    }
+                    (Outcome::Failed(reason), true, None) => prop_assert!(reason.contains("NUL"), "{}", reason),
+                    (Outcome::Failed(reason), false, Some(_)) => prop_assert!(reason.contains("fields for"), "{}", reason),
+                    (Outcome::Failed(reason), true, Some(_)) => {
+                        prop_assert!(reason.contains("NUL") || reason.contains("fields for"), "{}", reason)
+                    }
+                    (outcome, nul, width) => prop_assert!(false, "message {}: {:?} (NUL {}, wrong width {:?})", i, outcome, nul, width),
+                }
+            }
+            prop_assert_eq!(copy_text::decode(&out.copy_text), Ok(expected_rows));
+        }
     }
 }

@@ -352,8 +352,18 @@ impl DeadLetter {
             timestamp: message.timestamp,
             key: message.key.map(<[u8]>::to_vec),
             value: message.value.map(<[u8]>::to_vec),
-            reason,
+            reason: storable_text(&reason).into_owned(),
         }
+    }
+}
+
+/// `text` as PostgreSQL can store it in a `text` column: a NUL character
+/// (which a converter's reason or name may carry) becomes the two characters `\0`.
+pub fn storable_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\\0"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
     }
 }
 
@@ -503,6 +513,8 @@ impl Writer {
             let keys: Vec<Option<&[u8]>> = d.iter().map(|l| l.key.as_deref()).collect();
             let values: Vec<Option<&[u8]>> = d.iter().map(|l| l.value.as_deref()).collect();
             let reasons: Vec<&str> = d.iter().map(|l| l.reason.as_str()).collect();
+            let plugin_text = storable_text(data.plugin);
+            let plugin: &str = &plugin_text;
             self.client
                 .execute(
                     &self.dead_letters,
@@ -516,7 +528,7 @@ impl Writer {
                         &keys,
                         &values,
                         &reasons,
-                        &data.plugin,
+                        &plugin,
                         &data.plugin_hash,
                     ],
                 )

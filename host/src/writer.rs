@@ -396,6 +396,9 @@ impl SinkWriter {
         self.streaming = true;
         let mut delay = Duration::from_millis(100);
         let started = Instant::now();
+        // Rows are isolated once per flush: a data error after that (in the dead
+        // letters or the offsets themselves) is not a row's fault and stops the sink.
+        let mut isolated = false;
         loop {
             match result {
                 Ok(()) => break,
@@ -432,9 +435,10 @@ impl SinkWriter {
                     result = self.writer.flush(&data).await;
                 }
                 Err(DbError::Data(reason))
-                    if self.config.errors_tolerance == ErrorTolerance::All =>
+                    if self.config.errors_tolerance == ErrorTolerance::All && !isolated =>
                 {
                     tracing::warn!(%reason, rows = self.pending.rows, "PostgreSQL rejected a row; isolating the rejected messages");
+                    isolated = true;
                     result = self.flush_isolating(&offsets).await;
                 }
                 Err(error) => return Err(SinkError::Flush(error)),

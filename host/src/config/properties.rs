@@ -347,8 +347,9 @@ offset.storage.file.filename=/tmp/connect.offsets
         let e = err(&format!("{ORIGINAL}db.hots=x\n"));
         assert_contains(
             &e,
-            "unknown property `db.hots` on line 19; accepted: name, connector.class",
+            "unknown property `db.hots` on line 19; accepted: name, topics, db.host",
         );
+        assert_contains(&e, "connector.class, tasks.max, bootstrap.servers");
         assert_contains(
             &err(&format!("{ORIGINAL}tasks=2\n")),
             "unknown property `tasks` on line 19; write `tasks.max` in a .properties file",
