@@ -990,6 +990,57 @@ mod tests {
         );
     }
 
+    /// The secrets librdkafka itself marks sensitive (passwords, private keys, OAuth client
+    /// secrets and configs) are hidden in every view of a configuration that can reach a log:
+    /// `Debug` of the sink, of its process configuration, and the redacted `Display`; the
+    /// non-secret TLS settings next to them stay visible.
+    #[test]
+    fn librdkafka_secrets_are_hidden_in_every_view() {
+        let secrets = [
+            ("sasl.password", "s1-sasl"),
+            ("ssl.key.password", "s2-keypass"),
+            ("ssl.key.pem", "s3-keypem"),
+            ("ssl.keystore.password", "s4-keystore"),
+            ("sasl.oauthbearer.config", "s5-oauthcfg"),
+            ("sasl.oauthbearer.client.secret", "s6-clientsecret"),
+            (
+                "sasl.oauthbearer.client.credentials.client.secret",
+                "s7-credsecret",
+            ),
+            ("sasl.oauthbearer.assertion.private.key.pem", "s8-assertpem"),
+        ];
+        let mut text = format!("{MINIMAL}\ndb.password = \"s0-dbpass\"\n[kafka]\n");
+        for (key, value) in secrets {
+            text.push_str(&format!("{key:?} = {value:?}\n"));
+        }
+        text.push_str("\"security.protocol\" = \"SASL_SSL\"\n\"ssl.ca.location\" = \"/ca.pem\"\n");
+        let process = parse_process_toml(&text).unwrap();
+        let sink = &process.sinks[0];
+        let views = [
+            format!("{sink:?}"),
+            format!("{process:?}"),
+            format!("{:?}", sink.redacted()),
+            sink.redacted().to_string(),
+        ];
+        for view in &views {
+            for secret in std::iter::once("s0-dbpass").chain(secrets.iter().map(|(_, v)| *v)) {
+                assert!(!view.contains(secret), "{secret} shown in {view}");
+            }
+            assert!(
+                view.contains("SASL_SSL") && view.contains("/ca.pem"),
+                "{view}"
+            );
+        }
+        for (key, _) in secrets {
+            assert!(is_secret_key(key), "{key}");
+            assert!(
+                views[3].contains(&format!("kafka.{key:?} = \"***\"")),
+                "{key} in {}",
+                views[3]
+            );
+        }
+    }
+
     #[test]
     fn missing_message_lists_keys() {
         let err = ConfigError::Missing {

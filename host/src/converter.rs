@@ -1,12 +1,14 @@
 //! Loading converter components and calling them: the WebAssembly runtime.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::component::{Component, Linker, Resource, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter, Store, StoreContextMut, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::{DynPollable, Pollable};
+use wasmtime_wasi::{HostMonotonicClock, WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{self, Batch, Column, Converted, ConverterPre, PluginInfo};
 use crate::component_cache::ComponentCache;
@@ -67,7 +69,7 @@ pub enum PluginError {
         reason: String,
     },
     /// The converter trapped (panicked, ran out of memory, …).
-    #[error("the converter {plugin} trapped: {error:#}")]
+    #[error("the converter {plugin} trapped: {}", failure(error))]
     Trap {
         /// The converter's name and version.
         plugin: String,
@@ -75,12 +77,27 @@ pub enum PluginError {
         error: wasmtime::Error,
     },
     /// The converter ran past `plugin.timeout.ms` on one call.
-    #[error("the converter {plugin} ran longer than plugin.timeout.ms ({timeout:?}) on one batch and was stopped")]
+    #[error("the converter {plugin} ran longer than plugin.timeout.ms ({timeout:?}) on {call} and was stopped")]
     Timeout {
         /// The converter's name and version.
         plugin: String,
         /// The limit.
         timeout: Duration,
+        /// Which call: `one batch`, or `its configure call`.
+        call: &'static str,
+    },
+    /// The converter failed (trapped) after the host refused to grow its
+    /// memory beyond `plugin.memory.mb`: it ran out of memory.
+    #[error("the converter {plugin} ran out of memory: it asked for {asked} MiB, more than plugin.memory.mb ({limit} MiB) allows, and then failed: {}", failure(error))]
+    Memory {
+        /// The converter's name and version.
+        plugin: String,
+        /// The limit, in MiB.
+        limit: usize,
+        /// The size of the refused memory, in MiB (rounded up).
+        asked: usize,
+        /// wasmtime's reason for the failure that followed.
+        error: wasmtime::Error,
     },
     /// The converter keeps timing out: it cannot make progress at all.
     #[error("the converter {plugin} cannot make progress: {timeouts} messages in a row ran past plugin.timeout.ms; stopping the sink (nothing is committed past the last flushed rows)")]
@@ -90,6 +107,18 @@ pub enum PluginError {
         /// Consecutive single-message timeouts.
         timeouts: u32,
     },
+}
+
+/// What a trap says, without the WebAssembly backtrace wasmtime adds (a
+/// dozen lines of function indexes, which would fill every dead letter's
+/// reason; `Debug` of the error keeps it): `wasm trap: …`, with a hint for
+/// the trap Rust panics and aborts end in.
+fn failure(error: &wasmtime::Error) -> String {
+    let hint = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::UnreachableCodeReached) => " (a panic or abort in the converter)",
+        _ => "",
+    };
+    format!("{}{hint}", error.root_cause())
 }
 
 /// The wasmtime engine every converter of this process is compiled with.
@@ -145,8 +174,10 @@ impl Runtime {
         }
         let mut linker = Linker::new(&engine);
         // WASI is linked so that ordinary Rust/Python/JS components instantiate,
-        // but the context grants nothing: no files, no network, no environment.
+        // but the context grants no files, no network and no environment (it
+        // does give the host's clocks and random numbers: see `PluginState`).
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        bounded_sleeps(&mut linker)?;
         Ok(Runtime {
             engine,
             linker: Arc::new(linker),
@@ -228,13 +259,21 @@ impl Plugin {
         columns: &[Column],
         limits: PluginLimits,
     ) -> Result<ConverterInstance, PluginError> {
+        let clock = Monotonic(Instant::now());
         let state = PluginState {
-            wasi: WasiCtx::builder().build(),
+            wasi: WasiCtx::builder().monotonic_clock(clock).build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory)
-                .trap_on_grow_failure(false)
-                .build(),
+            limits: MemoryCap {
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(limits.memory)
+                    .trap_on_grow_failure(false)
+                    .build(),
+                limit: limits.memory,
+                refused: None,
+            },
+            clock,
+            deadline: None,
+            cut_short: Arc::new(AtomicBool::new(false)),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -245,10 +284,12 @@ impl Plugin {
             }
             None => Some(u64::MAX / 2),
         };
+        let timeout = limits.timeout.filter(|_| self.epochs);
         if let Some(ticks) = deadline_ticks {
             store.set_epoch_deadline(ticks);
             store.epoch_deadline_trap();
         }
+        store.data_mut().start_call(timeout);
         let world_error = |error| PluginError::World {
             source_name: self.source_name.clone(),
             error,
@@ -257,24 +298,35 @@ impl Plugin {
         let iface = bindings.pgsink_converter_convert();
         let info = iface.call_info(&mut store).map_err(world_error)?;
         let label = format!("{} {}", info.name, info.version);
-        let trap = |error| PluginError::Trap {
-            plugin: label.clone(),
-            error,
-        };
-        iface
+        let configured = iface
             .call_configure(&mut store, settings, columns)
-            .map_err(trap)?
-            .map_err(|reason| PluginError::Rejected {
-                plugin: label.clone(),
-                reason,
+            .map_err(|error| {
+                fault(
+                    error,
+                    label.clone(),
+                    timeout,
+                    store.data(),
+                    "its configure call",
+                )
             })?;
+        if let (true, Some(timeout)) = (store.data().timed_out(), timeout) {
+            return Err(PluginError::Timeout {
+                plugin: label,
+                timeout,
+                call: "its configure call",
+            });
+        }
+        configured.map_err(|reason| PluginError::Rejected {
+            plugin: label.clone(),
+            reason,
+        })?;
         Ok(ConverterInstance {
             store,
             bindings,
             info,
             columns: columns.len(),
             deadline_ticks,
-            timeout: limits.timeout,
+            timeout,
         })
     }
 }
@@ -306,26 +358,241 @@ impl ConverterInstance {
         if let Some(ticks) = self.deadline_ticks {
             self.store.set_epoch_deadline(ticks);
         }
-        self.bindings
+        self.store.data_mut().start_call(self.timeout);
+        let plugin = || format!("{} {}", self.info.name, self.info.version);
+        let converted = self
+            .bindings
             .pgsink_converter_convert()
             .call_convert_batch(&mut self.store, batch)
             .map_err(|error| {
-                let plugin = format!("{} {}", self.info.name, self.info.version);
-                match (error.downcast_ref::<wasmtime::Trap>(), self.timeout) {
-                    (Some(wasmtime::Trap::Interrupt), Some(timeout)) => {
-                        PluginError::Timeout { plugin, timeout }
-                    }
-                    _ => PluginError::Trap { plugin, error },
-                }
-            })
+                fault(
+                    error,
+                    plugin(),
+                    self.timeout,
+                    self.store.data(),
+                    "one batch",
+                )
+            })?;
+        match self.timeout {
+            Some(timeout) if self.store.data().timed_out() => Err(PluginError::Timeout {
+                plugin: plugin(),
+                timeout,
+                call: "one batch",
+            }),
+            _ => Ok(converted),
+        }
     }
 }
 
-/// What a converter's store holds: an empty WASI context and the memory cap.
+/// The [`PluginError`] of a failed converter call: a timeout when the epoch
+/// deadline interrupted it, running out of memory when the host refused to
+/// grow its memory during the call, otherwise a trap.
+fn fault(
+    error: wasmtime::Error,
+    plugin: String,
+    timeout: Option<Duration>,
+    state: &PluginState,
+    call: &'static str,
+) -> PluginError {
+    const MIB: usize = 1 << 20;
+    tracing::debug!(%plugin, call, error = ?error, "converter call failed");
+    match (error.downcast_ref::<wasmtime::Trap>(), timeout) {
+        (Some(wasmtime::Trap::Interrupt), Some(timeout)) => PluginError::Timeout {
+            plugin,
+            timeout,
+            call,
+        },
+        _ => match state.limits.refused {
+            Some(asked) => PluginError::Memory {
+                plugin,
+                limit: state.limits.limit / MIB,
+                asked: asked.div_ceil(MIB),
+                error,
+            },
+            None => PluginError::Trap { plugin, error },
+        },
+    }
+}
+
+/// What a converter's store holds: a WASI context and the memory cap.
+///
+/// The WASI context has no preopened directories, no environment variables or
+/// arguments, closed stdin, stdout and stderr that discard what they get, and
+/// no network (sockets may be created, but every address is refused and name
+/// lookups are denied). It does give the host's wall clock, a monotonic clock
+/// and random numbers (`WasiCtxBuilder`'s defaults); sleeps are cut short at
+/// the end of the call's `plugin.timeout.ms` (see [`bounded_sleeps`]).
 pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
+    limits: MemoryCap,
+    /// The monotonic clock the WASI context gives the converter.
+    clock: Monotonic,
+    /// When the current call runs out of `plugin.timeout.ms`; `None`: no limit.
+    deadline: Option<Instant>,
+    /// Set when the converter waited in a sleep until `deadline`: the call has
+    /// run out of time even if it goes on to return.
+    cut_short: Arc<AtomicBool>,
+}
+
+impl PluginState {
+    /// Resets the per-call state before a call into the converter.
+    fn start_call(&mut self, timeout: Option<Duration>) {
+        self.deadline = timeout.map(|t| Instant::now() + t);
+        self.cut_short.store(false, Ordering::Relaxed);
+        self.limits.refused = None;
+    }
+
+    /// True if the current call waited until its deadline.
+    fn timed_out(&self) -> bool {
+        self.cut_short.load(Ordering::Relaxed)
+    }
+}
+
+/// `plugin.memory.mb` as a [`ResourceLimiter`]: [`StoreLimits`], remembering
+/// the last refused growth so that a failure after it is reported as running
+/// out of memory rather than as a bare trap.
+struct MemoryCap {
     limits: StoreLimits,
+    /// The cap, in bytes.
+    limit: usize,
+    /// The size a memory was refused to grow to during the current call.
+    refused: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if !allowed && desired > self.limit {
+            self.refused = Some(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+/// The converter's monotonic clock: nanoseconds since its instance was made
+/// (as WASI's default clock), readable by the host to bound sleeps.
+#[derive(Debug, Clone, Copy)]
+struct Monotonic(Instant);
+
+impl Monotonic {
+    fn nanos(&self) -> u64 {
+        u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+impl HostMonotonicClock for Monotonic {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        self.nanos()
+    }
+}
+
+/// A sleep of the converter: ready at `until` (`None`: never). When `until`
+/// is the call's deadline rather than the time the converter asked for, a wait
+/// that lasts until then sets `cut_short`: the call has run out of time.
+struct Sleep {
+    until: Option<tokio::time::Instant>,
+    cut_short: Option<Arc<AtomicBool>>,
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Sleep {
+    async fn ready(&mut self) {
+        match self.until {
+            Some(until) => tokio::time::sleep_until(until).await,
+            None => std::future::pending().await,
+        }
+        if let Some(flag) = &self.cut_short {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Replaces WASI's `subscribe-duration` and `subscribe-instant` (every way a
+/// converter can wait: `poll`, `pollable.block`, `std::thread::sleep`) with
+/// versions whose sleeps end at the end of the current call's
+/// `plugin.timeout.ms` at the latest; a call that waits until then has timed
+/// out ([`PluginState::cut_short`]). The epoch deadline only interrupts
+/// WebAssembly code, not a wait inside the host: without this, a converter
+/// that sleeps for an hour would hold its pipeline for an hour, and one that
+/// sleeps forever would hold it forever.
+fn bounded_sleeps(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
+    fn subscribe(
+        mut store: StoreContextMut<'_, PluginState>,
+        nanos: u64,
+    ) -> wasmtime::Result<(Resource<DynPollable>,)> {
+        let state = store.data_mut();
+        let wanted = Instant::now().checked_add(Duration::from_nanos(nanos));
+        let sleep = match (wanted, state.deadline) {
+            (Some(wanted), Some(deadline)) if wanted <= deadline => Sleep {
+                until: Some(wanted.into()),
+                cut_short: None,
+            },
+            (_, Some(deadline)) => Sleep {
+                until: Some(deadline.into()),
+                cut_short: Some(state.cut_short.clone()),
+            },
+            (wanted, None) => Sleep {
+                until: wanted.map(Into::into),
+                cut_short: None,
+            },
+        };
+        let sleep = state.table.push(sleep)?;
+        Ok((wasmtime_wasi::p2::subscribe(&mut state.table, sleep)?,))
+    }
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance("wasi:clocks/monotonic-clock@0.2.12")?;
+    clock.func_wrap(
+        "subscribe-duration",
+        |store: StoreContextMut<'_, PluginState>, (nanos,): (u64,)| subscribe(store, nanos),
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |store: StoreContextMut<'_, PluginState>, (when,): (u64,)| {
+            let now = store.data().clock.nanos();
+            subscribe(store, when.saturating_sub(now))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 impl WasiView for PluginState {
@@ -334,5 +601,307 @@ impl WasiView for PluginState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::sync::OnceLock;
+    use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+    use super::*;
+    use crate::batch::{BatchBuilder, MessageRef};
+
+    /// The time limit of the sandbox tests: long enough for an ordinary batch on a busy
+    /// machine, short enough to keep the tests quick.
+    pub(crate) const TIMEOUT: Duration = Duration::from_millis(500);
+
+    /// The sandbox limits of the tests: [`TIMEOUT`], and 32 MiB of memory.
+    pub(crate) const LIMITS: PluginLimits = PluginLimits {
+        timeout: Some(TIMEOUT),
+        memory: 32 << 20,
+    };
+
+    /// The test converter `tests/plugins/hostile`, built for wasm32-wasip2 once per test run
+    /// into `target/plugins` (as the end-to-end tests build it, so it is built once for both).
+    pub(crate) fn hostile_component() -> &'static [u8] {
+        static BUILT: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
+        let built = BUILT.get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("host/ has a parent")
+                .to_path_buf();
+            let target_dir = root.join("target").join("plugins");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+            let output = Command::new(cargo)
+                .args(["build", "--release", "--target", "wasm32-wasip2"])
+                .args(["-p", "hostile-plugin", "--manifest-path"])
+                .arg(root.join("Cargo.toml"))
+                .arg("--target-dir")
+                .arg(&target_dir)
+                .env_remove("CARGO_ENCODED_RUSTFLAGS")
+                .env_remove("RUSTFLAGS")
+                .env_remove("CARGO_BUILD_TARGET")
+                .env_remove("CARGO_TARGET_DIR")
+                .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+                .env("CARGO_PROFILE_RELEASE_STRIP", "true")
+                .output()
+                .map_err(|e| format!("cannot run cargo: {e}"))?;
+            let wasm: PathBuf = target_dir.join("wasm32-wasip2/release/hostile_plugin.wasm");
+            if !output.status.success() {
+                return Err(format!(
+                    "building tests/plugins/hostile failed ({}):\n{}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr)
+                ));
+            }
+            std::fs::read(&wasm).map_err(|e| format!("read {}: {e}", wasm.display()))
+        });
+        built.as_deref().unwrap_or_else(|log| panic!("{log}"))
+    }
+
+    /// A runtime with time limits and no disk cache.
+    pub(crate) fn runtime() -> Runtime {
+        Runtime::build(true).expect("engine")
+    }
+
+    /// The hostile converter's columns: offset, command, result.
+    pub(crate) fn hostile_columns() -> Vec<Column> {
+        ["kafka_offset", "command", "result"]
+            .iter()
+            .map(|name| Column {
+                name: name.to_string(),
+                type_name: None,
+            })
+            .collect()
+    }
+
+    /// The hostile converter, compiled.
+    pub(crate) fn hostile() -> Plugin {
+        runtime()
+            .load(hostile_component(), "hostile_plugin.wasm")
+            .expect("load the hostile converter")
+    }
+
+    /// A batch of messages with these values, at offsets 0, 1, … of partition 0 of `t`.
+    pub(crate) fn batch(values: &[&str]) -> BatchBuilder {
+        let mut b = BatchBuilder::new();
+        for (offset, value) in values.iter().enumerate() {
+            b.push(
+                MessageRef {
+                    topic: "t",
+                    partition: 0,
+                    offset: offset as i64,
+                    timestamp: None,
+                    key: None,
+                    value: Some(value.as_bytes()),
+                },
+                [],
+            );
+        }
+        b
+    }
+
+    fn instance(settings: &[(&str, &str)]) -> ConverterInstance {
+        let settings: Vec<(String, String)> = settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        hostile()
+            .instantiate(&settings, &hostile_columns(), LIMITS)
+            .expect("instantiate the hostile converter")
+    }
+
+    /// Converts one message on a fresh instance: the result column of its row, or the error.
+    fn one(command: &str) -> Result<String, PluginError> {
+        let converted = instance(&[]).convert(batch(&[command]).batch())?;
+        let text = String::from_utf8(converted.copy_text).expect("UTF-8");
+        let fields: Vec<&str> = text.trim_end_matches('\n').split('\t').collect();
+        assert_eq!(fields.len(), 3, "one row of 3 fields: {text:?}");
+        Ok(fields[2].to_string())
+    }
+
+    /// Converts one message that must fail, and says how long it took.
+    fn failing(command: &str) -> (PluginError, Duration) {
+        let t0 = Instant::now();
+        let error = one(command).expect_err(command);
+        (error, t0.elapsed())
+    }
+
+    /// An infinite loop is stopped by the epoch deadline soon after `plugin.timeout.ms`, and
+    /// reported as a timeout naming the limit.
+    #[test]
+    fn sandbox_an_infinite_loop_is_stopped_at_the_timeout() {
+        let (error, took) = failing("loop");
+        assert!(
+            matches!(error, PluginError::Timeout { call: "one batch", timeout, .. } if timeout == TIMEOUT),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("plugin.timeout.ms (500ms)"),
+            "{error}"
+        );
+        assert!(
+            took >= TIMEOUT && took < TIMEOUT + Duration::from_secs(3),
+            "{took:?}"
+        );
+    }
+
+    /// A sleep inside the host (a blocking WASI call, which the epoch deadline cannot
+    /// interrupt) ends at `plugin.timeout.ms` too, while short sleeps still sleep.
+    #[test]
+    fn sandbox_a_long_sleep_is_cut_at_the_timeout() {
+        let (error, took) = failing("sleep:30000");
+        assert!(matches!(error, PluginError::Timeout { .. }), "{error:?}");
+        assert!(took < TIMEOUT + Duration::from_secs(3), "{took:?}");
+        let slept = one("sleep:50").expect("a short sleep");
+        let ms: u64 = slept
+            .strip_prefix("slept ")
+            .and_then(|s| s.strip_suffix(" ms"))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{slept}"));
+        assert!((50..400).contains(&ms), "{slept}");
+    }
+
+    /// A memory bomb cannot grow past `plugin.memory.mb`, and its failure is reported as
+    /// running out of memory, naming the limit; a converter that checks its allocations sees
+    /// them refused below the limit.
+    #[test]
+    fn sandbox_a_memory_bomb_is_stopped_at_the_memory_cap() {
+        let (error, _) = failing("alloc");
+        match &error {
+            PluginError::Memory { limit, asked, .. } => {
+                assert_eq!(*limit, 32);
+                assert!(*asked > 32, "{error}");
+            }
+            other => panic!("expected a memory error: {other:?}"),
+        }
+        assert!(
+            error.to_string().contains("plugin.memory.mb (32 MiB)"),
+            "{error}"
+        );
+        let refused = one("alloc_try").expect("alloc_try makes a row");
+        let mib: usize = refused
+            .strip_prefix("refused after ")
+            .and_then(|s| s.strip_suffix(" MiB"))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{refused}"));
+        assert!((16..32).contains(&mib), "{refused}");
+    }
+
+    /// A panic, a stack overflow and a WASI `exit` are traps: an error for the call, never a
+    /// crash of the host.
+    #[test]
+    fn sandbox_panics_stack_overflows_and_exits_are_traps() {
+        for (command, word) in [
+            (
+                "trap",
+                "wasm trap: wasm `unreachable` instruction executed (a panic or abort",
+            ),
+            ("stack", "wasm trap: out of bounds memory access"),
+            ("exit", "Exited with i32 exit status 1"),
+        ] {
+            let (error, _) = failing(command);
+            assert!(
+                matches!(error, PluginError::Trap { .. }),
+                "{command}: {error:?}"
+            );
+            let text = error.to_string();
+            assert!(
+                text.contains("trapped") && text.contains(word),
+                "{command}: {text}"
+            );
+            assert!(
+                !text.contains('\n'),
+                "one line, without the backtrace: {text}"
+            );
+        }
+    }
+
+    /// From the inside, the sandbox has no files, no environment and no network.
+    #[test]
+    fn sandbox_grants_no_files_environment_or_network() {
+        for probe in ["fs", "env", "net"] {
+            let result = one(probe).expect(probe);
+            assert!(!result.contains("GRANTED"), "{probe}: {result}");
+            assert!(result.contains("denied"), "{probe}: {result}");
+        }
+        let env = one("env").unwrap();
+        assert!(env.starts_with("vars: 0 []; args: 0 []"), "{env}");
+    }
+
+    /// What the sandbox does give: the host's wall clock, a monotonic clock and random
+    /// numbers (WASI's defaults). Documented here so that a change is a decision.
+    #[test]
+    fn sandbox_gives_the_host_clocks_and_randomness() {
+        let clock = one("clock").unwrap();
+        let wall: u64 = clock
+            .strip_prefix("wall: ")
+            .and_then(|s| s.split(' ').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{clock}"));
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(wall.abs_diff(now) < 60, "{clock}: the host's wall clock");
+        assert!(!clock.contains("monotonic: 0 ns"), "{clock}");
+        let (a, b) = (one("random").unwrap(), one("random").unwrap());
+        assert_ne!(a, b, "two instances get different random seeds");
+    }
+
+    /// A `configure` that never returns, runs out of memory, traps or rejects its settings
+    /// fails the instantiation with an error saying which, in bounded time.
+    #[test]
+    fn sandbox_misbehaving_configure_fails_the_instantiation() {
+        let plugin = hostile();
+        let try_configure = |how: &str| {
+            let settings = vec![("configure".to_string(), how.to_string())];
+            let t0 = Instant::now();
+            let result = plugin.instantiate(&settings, &hostile_columns(), LIMITS);
+            assert!(t0.elapsed() < TIMEOUT + Duration::from_secs(3));
+            result
+                .err()
+                .unwrap_or_else(|| panic!("configure = {how} must fail"))
+        };
+        let error = try_configure("loop");
+        assert!(
+            matches!(
+                error,
+                PluginError::Timeout {
+                    call: "its configure call",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("on its configure call"),
+            "{error}"
+        );
+        assert!(
+            matches!(try_configure("alloc"), PluginError::Memory { .. }),
+            "alloc"
+        );
+        assert!(
+            matches!(try_configure("trap"), PluginError::Trap { .. }),
+            "trap"
+        );
+        let error = try_configure("reject");
+        assert!(matches!(error, PluginError::Rejected { .. }), "{error:?}");
+        assert!(error.to_string().contains("on purpose"), "{error}");
+    }
+
+    /// After a trap the instance is not reused; a fresh one from the same plugin works.
+    #[test]
+    fn sandbox_a_fresh_instance_works_after_a_trap() {
+        let plugin = hostile();
+        let mut first = plugin.instantiate(&[], &hostile_columns(), LIMITS).unwrap();
+        assert!(first.convert(batch(&["loop"]).batch()).is_err());
+        let mut second = plugin.instantiate(&[], &hostile_columns(), LIMITS).unwrap();
+        let converted = second.convert(batch(&["a", "b"]).batch()).unwrap();
+        assert_eq!(converted.copy_text, b"0\ta\tok\n1\tb\tok\n");
     }
 }

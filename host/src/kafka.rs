@@ -279,3 +279,145 @@ pub fn client_config(kafka: &BTreeMap<String, String>, delivery: Delivery) -> Cl
     config.set_log_level(RDKafkaLogLevel::Warning);
     config
 }
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::consumer::BaseConsumer;
+
+    use super::*;
+    use crate::config::{parse_toml, ConfigError};
+
+    const SINK: &str = r#"
+        topics = "t"
+        db.database = "d"
+        db.username = "u"
+        db.table = "tab"
+        db.columns = "a"
+        db.json.parse = "/@a"
+    "#;
+
+    /// A password with characters that TOML, librdkafka and logs treat specially.
+    const SASL_PASSWORD: &str = "p@ss w0rd;\"q\"=\\x,é";
+
+    /// The TLS and SASL settings of a secured Kafka cluster.
+    fn secured(protocol: &str, mechanism: &str) -> String {
+        format!(
+            "{SINK}
+            kafka.security.protocol = \"{protocol}\"
+            kafka.sasl.mechanisms = \"{mechanism}\"
+            kafka.sasl.username = \"sink-user\"
+            kafka.sasl.password = {password}
+            kafka.ssl.ca.location = \"/etc/pgsink/kafka ca.pem\"
+            kafka.ssl.endpoint.identification.algorithm = \"https\"
+            kafka.ssl.certificate.location = \"/etc/pgsink/client.pem\"
+            kafka.ssl.key.location = \"/etc/pgsink/client.key\"
+            kafka.ssl.key.password = \"key-secret\"
+            [kafka.statistics]
+            \"interval.ms\" = 1000
+            ",
+            password = toml::Value::from(SASL_PASSWORD),
+        )
+    }
+
+    /// `kafka.*` TLS and SASL settings reach librdkafka's configuration verbatim in every
+    /// delivery mode, next to what the host sets itself; a setting the user gave wins over
+    /// the host's defaults.
+    #[test]
+    fn tls_and_sasl_settings_pass_through_verbatim() {
+        let config = parse_toml(&secured("SASL_SSL", "SCRAM-SHA-512")).expect("valid");
+        for delivery in [
+            Delivery::Fastest,
+            Delivery::Guaranteed,
+            Delivery::Synchronized,
+        ] {
+            let client = client_config(&config.kafka, delivery);
+            for (key, value) in [
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanisms", "SCRAM-SHA-512"),
+                ("sasl.username", "sink-user"),
+                ("sasl.password", SASL_PASSWORD),
+                ("ssl.ca.location", "/etc/pgsink/kafka ca.pem"),
+                ("ssl.endpoint.identification.algorithm", "https"),
+                ("ssl.certificate.location", "/etc/pgsink/client.pem"),
+                ("ssl.key.location", "/etc/pgsink/client.key"),
+                ("ssl.key.password", "key-secret"),
+                ("statistics.interval.ms", "1000"),
+                ("bootstrap.servers", "localhost:9092"),
+                ("group.id", "pgsink-public.tab"),
+                ("enable.auto.offset.store", "true"),
+            ] {
+                assert_eq!(client.get(key), Some(value), "{key} ({delivery})");
+            }
+            let auto_commit = if delivery == Delivery::Fastest {
+                "true"
+            } else {
+                "false"
+            };
+            assert_eq!(client.get("enable.auto.commit"), Some(auto_commit));
+        }
+    }
+
+    /// The properties the host controls cannot be set, with an error naming the key and why.
+    #[test]
+    fn properties_the_host_controls_are_rejected() {
+        for key in [
+            "enable.auto.commit",
+            "auto.commit.enable",
+            "enable.auto.offset.store",
+        ] {
+            let error =
+                parse_toml(&format!("{SINK}\n[kafka]\n\"{key}\" = \"false\"")).expect_err(key);
+            assert!(
+                matches!(&error, ConfigError::ForbiddenKafkaKey { key: k, .. } if k == key),
+                "{error:?}"
+            );
+            let text = error.to_string();
+            assert!(
+                text.starts_with(&format!("kafka.{key} cannot be set: ")),
+                "{text}"
+            );
+            assert!(text.contains("pgsink"), "the reason: {text}");
+        }
+    }
+
+    /// librdkafka itself accepts the SASL settings: a consumer with SASL_PLAINTEXT and PLAIN
+    /// is created (no broker is contacted). TLS (SSL, SASL_SSL) needs a librdkafka built with
+    /// OpenSSL: with one, such a consumer is created too; without one (`builtin.features`
+    /// lacks `ssl`), creating it fails with librdkafka's error naming a TLS property.
+    /// Either way no error shows the SASL password.
+    #[test]
+    fn librdkafka_accepts_the_secured_settings_it_was_built_for() {
+        let plain = parse_toml(&secured("SASL_PLAINTEXT", "PLAIN")).expect("valid");
+        let mut kafka = plain.kafka.clone();
+        kafka.retain(|k, _| !k.starts_with("ssl."));
+        let consumer: KafkaResult<BaseConsumer> =
+            client_config(&kafka, Delivery::Synchronized).create();
+        if let Err(error) = &consumer {
+            panic!("SASL_PLAINTEXT with PLAIN: {error}");
+        }
+
+        let features = ClientConfig::new()
+            .create_native_config()
+            .and_then(|c| c.get("builtin.features"))
+            .expect("builtin.features");
+        let tls = parse_toml(&secured("SASL_SSL", "PLAIN")).expect("valid");
+        let consumer: KafkaResult<BaseConsumer> =
+            client_config(&tls.kafka, Delivery::Synchronized).create();
+        let ssl = features.split(',').any(|f| f == "ssl");
+        match consumer {
+            Ok(_) => assert!(ssl, "SASL_SSL accepted without ssl in {features}"),
+            Err(error) => {
+                let text = error.to_string();
+                assert!(
+                    !ssl,
+                    "librdkafka has ssl ({features}) but refused SASL_SSL: {text}"
+                );
+                assert!(
+                    text.contains("OpenSSL") && text.to_lowercase().contains("ssl"),
+                    "{text}"
+                );
+                assert!(!text.contains(SASL_PASSWORD), "{text}");
+            }
+        }
+    }
+}

@@ -26,51 +26,12 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 use sha2::{Digest, Sha256};
 
+use crate::components::{repo_root, run_build, test_plugin_component};
 use crate::harness::*;
 
 // ------------------------------------------------------------------------------------------
 // Building the components
 // ------------------------------------------------------------------------------------------
-
-/// The repository root (the parent of `host/`).
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("host/ has a parent")
-        .to_path_buf()
-}
-
-/// The output of a build command, or its log when it failed.
-fn run_build(what: &str, cmd: Command, output: PathBuf) -> Result<PathBuf, String> {
-    let t0 = Instant::now();
-    eprintln!("building {what}: {cmd:?}");
-    // First builds download the tools (componentize-py, jco): allow for a slow registry.
-    let out = run_with_timeout(cmd, b"", Duration::from_secs(1200));
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if !out.status.success() {
-        return Err(format!(
-            "building {what} failed ({}) after {:.1} s; its output:\n{log}",
-            out.status,
-            t0.elapsed().as_secs_f64()
-        ));
-    }
-    if !output.is_file() {
-        return Err(format!(
-            "building {what} succeeded but {} is missing; its output:\n{log}",
-            output.display()
-        ));
-    }
-    eprintln!(
-        "built {what} in {:.1} s: {}",
-        t0.elapsed().as_secs_f64(),
-        output.display()
-    );
-    Ok(output)
-}
 
 /// Builds `plugins/examples/<name>` with its `build.sh` (once per test run) and returns the
 /// component. A failed build fails the test with the build's output: the examples are part of
@@ -96,41 +57,9 @@ fn example_component(name: &'static str) -> PathBuf {
     built.clone().unwrap_or_else(|log| panic!("{log}"))
 }
 
-/// Builds `tests/plugins/versioned` for wasm32-wasip2 (once per test run), in the target
-/// folder and with the profile overrides `host/build.rs` uses for the bundled plugin, so the
-/// guest SDK is compiled once for both.
+/// Builds `tests/plugins/versioned` for wasm32-wasip2 (once per test run).
 fn versioned_component() -> PathBuf {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let root = repo_root();
-        let target_dir = root.join("target").join("plugins");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            "versioned-plugin",
-        ])
-        .arg("--manifest-path")
-        .arg(root.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .env_remove("CARGO_TARGET_DIR")
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "true");
-        run_build(
-            "tests/plugins/versioned",
-            cmd,
-            target_dir.join("wasm32-wasip2/release/versioned_plugin.wasm"),
-        )
-    });
-    built.clone().unwrap_or_else(|log| panic!("{log}"))
+    test_plugin_component("versioned-plugin", "versioned_plugin.wasm")
 }
 
 fn sha256_hex(path: &Path) -> String {

@@ -93,7 +93,7 @@ fn kill9_many(name: &str, mode: &str, plan: Plan, kills: usize) {
             t0.elapsed().as_secs_f64()
         );
         let mut sink = s.ctx.start_sink(&label, &cfg);
-        let moment = if rng.next() % 2 == 0 {
+        let moment = if rng.next().is_multiple_of(2) {
             let after = Duration::from_millis(rng.between(100, 3000));
             let started = Instant::now();
             while started.elapsed() < after {
@@ -503,6 +503,9 @@ fn synchronized_table_dropped_mock() {
 // Broker request errors (the mock cluster's error injection)
 // ------------------------------------------------------------------------------------------
 
+/// Errors for the next requests of one API.
+type Injection = (RDKafkaApiKey, Vec<RDKafkaRespErr>);
+
 fn lines_with(text: &str, needle: &str) -> usize {
     text.lines().filter(|l| l.contains(needle)).count()
 }
@@ -532,7 +535,7 @@ fn synchronized_broker_request_errors_mock() {
     let Broker::Mock(mock) = &s.broker else {
         unreachable!()
     };
-    let rounds: [(&str, Vec<(RDKafkaApiKey, Vec<RDKafkaRespErr>)>); 3] = [
+    let rounds: [(&str, Vec<Injection>); 3] = [
         (
             "fetch",
             vec![(

@@ -12,6 +12,7 @@
 mod harness;
 mod pg_cluster;
 
+mod components;
 mod config_formats;
 mod convert;
 mod converters;
