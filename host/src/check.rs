@@ -9,6 +9,7 @@ use rdkafka::ClientConfig;
 use crate::bindings::Column;
 use crate::config::SinkConfig;
 use crate::converter::Runtime;
+use crate::kafka::redact_secrets;
 use crate::postgres::{self, Target};
 use crate::sink::{load_plugin, plugin_limits};
 
@@ -183,7 +184,10 @@ fn check_broker(config: &SinkConfig, timeout: Duration) -> Vec<CheckLine> {
         Err(error) => {
             return vec![fail(
                 "kafka",
-                format!("invalid Kafka settings: {error}"),
+                format!(
+                    "invalid Kafka settings: {}",
+                    redact_secrets(&error.to_string(), &config.kafka)
+                ),
                 "fix the kafka.* keys (they are librdkafka properties)",
             )]
         }

@@ -753,9 +753,16 @@ impl DbConfig {
 /// Whether a Kafka property or converter setting is hidden from logs.
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["password", "secret", "token", "credential", "key.pem"]
-        .iter()
-        .any(|word| key.contains(word))
+    [
+        "password",
+        "passphrase",
+        "secret",
+        "token",
+        "credential",
+        "key.pem",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
         || key == "sasl.oauthbearer.config"
 }
 

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::bindings::Column;
 use crate::config::{Delivery, PluginConfig, SinkConfig};
 use crate::converter::{Plugin, PluginLimits, Runtime};
-use crate::kafka::{client_config, OffsetSource, SinkConsumer, SinkContext};
+use crate::kafka::{client_config, redact_secrets, OffsetSource, SinkConsumer, SinkContext};
 use crate::pipeline::ConsumeLoop;
 use crate::postgres::{self, Target, Writer};
 use crate::reload::{CanarySample, ConverterSpec, ReloadStats, Reloader};
@@ -287,7 +287,12 @@ async fn start_pipeline(
     );
     let consumer: SinkConsumer = client_config(&config.kafka, config.delivery)
         .create_with_context(context)
-        .context("cannot create the Kafka consumer")?;
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "cannot create the Kafka consumer: {}",
+                redact_secrets(&error.to_string(), &config.kafka)
+            )
+        })?;
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topics)
