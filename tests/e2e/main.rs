@@ -3,11 +3,13 @@
 //! (`tests/run --test e2e -- synchronized` selects by name); see `harness.rs` for the
 //! environment they read.
 //!
-//! Test names group by feature: `convert_*`, `roundtrip_postgres*`, `synchronized_*`,
-//! `guaranteed_*`, `fastest_*`, `two_topics_*`, `dead_letters*`, `errors_tolerance_*`,
-//! `quoted_identifiers*`, `startup_errors_*`, `properties_file*`, `converters_*`, `reload_*`,
-//! `tls_*`; the broker appears as `_mock`
-//! or `_tansu`.
+//! Test names group by feature: `convert_*`, `packaging_*`, `roundtrip_postgres*`,
+//! `synchronized_*`, `guaranteed_*`, `fastest_*`, `two_topics_*`, `dead_letters*`,
+//! `errors_*`, `quoted_identifiers*`, `hostile_*` (the corpus in `tests/corpus`),
+//! `startup_errors_*`, `properties_file*`, `converters_*`, `reload_*`, `sandbox_*`,
+//! `security_*`, `operations_*`, `scale_out_*`, `tls_*`; the broker appears as `_mock` or
+//! `_tansu`. Fault tests (kill -9, PostgreSQL crash, disk full, table dropped, broker request
+//! errors) are in `faults.rs`.
 
 mod harness;
 mod pg_cluster;
