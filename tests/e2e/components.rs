@@ -1,14 +1,18 @@
 //! Building the converter components the end-to-end tests run: the test plugins of
 //! `tests/plugins/*` (workspace members built for wasm32-wasip2 once per test run) and, through
-//! [`run_build`], the example converters with their own build scripts.
+//! [`run_build`], the example converters with their own build scripts; and the sink configuration of a
+//! converter component.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::harness::run_with_timeout;
+use crate::harness::{
+    pg_host_port, pg_user, run_with_timeout, toml_list, toml_str, Broker, Table, TEST_DB,
+};
 
 /// The repository root (the parent of `host/`).
 pub fn repo_root() -> PathBuf {
@@ -97,4 +101,64 @@ pub fn test_plugin_component(package: &'static str, wasm_name: &'static str) -> 
         )
     });
     built.clone().unwrap_or_else(|log| panic!("{log}"))
+}
+
+/// A `pgsink run` (or `convert`) configuration for a converter component: synchronized,
+/// flushing every 250 ms, settings under `[plugin.settings]`.
+pub fn plugin_config(
+    table: &Table,
+    topic: &str,
+    kafka: &[(String, String)],
+    plugin: &Path,
+    settings: &[(&str, &str)],
+) -> String {
+    plugin_config_with(table, topic, kafka, plugin, &[], settings)
+}
+
+/// [`plugin_config`] with more top-level `lines` (e.g. `plugin.timeout.ms = 500`).
+pub fn plugin_config_with(
+    table: &Table,
+    topic: &str,
+    kafka: &[(String, String)],
+    plugin: &Path,
+    lines: &[String],
+    settings: &[(&str, &str)],
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "topics = {}", toml_list(&[topic]));
+    let _ = writeln!(s, "db.host = {}", toml_str(&pg_host_port()));
+    let _ = writeln!(s, "db.database = {}", toml_str(TEST_DB));
+    let _ = writeln!(s, "db.username = {}", toml_str(&pg_user()));
+    let _ = writeln!(s, "db.schema = {}", toml_str(&table.schema));
+    let _ = writeln!(s, "db.table = {}", toml_str(&table.name));
+    let _ = writeln!(s, "db.columns = {}", toml_list(&table.columns));
+    let _ = writeln!(s, "db.delivery = \"synchronized\"");
+    let _ = writeln!(s, "flush.interval.ms = 250");
+    let _ = writeln!(
+        s,
+        "plugin.path = {}",
+        toml_str(plugin.to_str().expect("UTF-8 path"))
+    );
+    for line in lines {
+        let _ = writeln!(s, "{line}");
+    }
+    let _ = writeln!(s, "\n[plugin.settings]");
+    for (k, v) in settings {
+        let _ = writeln!(s, "{} = {}", toml_str(k), toml_str(v));
+    }
+    let _ = writeln!(s, "\n[kafka]");
+    for (k, v) in kafka {
+        let _ = writeln!(s, "{} = {}", toml_str(k), toml_str(v));
+    }
+    s
+}
+
+/// The `kafka.*` settings of a sink on `broker` in consumer group `group`.
+pub fn sink_kafka(broker: &Broker, group: &str) -> Vec<(String, String)> {
+    let mut kafka = vec![
+        ("bootstrap.servers".to_string(), broker.bootstrap()),
+        ("group.id".to_string(), group.to_string()),
+    ];
+    kafka.extend(broker.sink_kafka_props());
+    kafka
 }

@@ -33,13 +33,7 @@ fn quoted_identifiers_synchronized_mock() {
 /// The JustOne connector's properties file, unchanged, plus `bootstrap.servers`.
 #[test]
 fn properties_file_synchronized_mock() {
-    let Stage {
-        ctx,
-        broker,
-        pg,
-        table,
-        topic,
-    } = Stage::new("properties_file", Broker::mock(), 4);
+    let (ctx, broker, pg, table, topic) = stage("properties_file", Broker::mock(), 4);
     let mut producer = broker.producer(false);
     producer.send_std_all(&topic, 1..=5000);
     let ends = end_offsets(&producer.flush());

@@ -12,7 +12,6 @@
 //!   while the old converter keeps serving.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +25,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 use sha2::{Digest, Sha256};
 
-use crate::components::{repo_root, run_build, test_plugin_component};
+use crate::components::{plugin_config, repo_root, run_build, sink_kafka, test_plugin_component};
 use crate::harness::*;
 
 // ------------------------------------------------------------------------------------------
@@ -71,77 +70,12 @@ fn sha256_hex(path: &Path) -> String {
 // Configuration, tables, producers
 // ------------------------------------------------------------------------------------------
 
-/// A `pgsink run` (or `convert`) configuration for a converter component: synchronized,
-/// flushing every 250 ms, settings under `[plugin.settings]`.
-fn plugin_config(
-    table: &Table,
-    topic: &str,
-    kafka: &[(String, String)],
-    plugin: &Path,
-    settings: &[(&str, &str)],
-) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "topics = {}", toml_list(&[topic]));
-    let _ = writeln!(s, "db.host = {}", toml_str(&pg_host_port()));
-    let _ = writeln!(s, "db.database = {}", toml_str(TEST_DB));
-    let _ = writeln!(s, "db.username = {}", toml_str(&pg_user()));
-    let _ = writeln!(s, "db.schema = {}", toml_str(&table.schema));
-    let _ = writeln!(s, "db.table = {}", toml_str(&table.name));
-    let _ = writeln!(s, "db.columns = {}", toml_list(&table.columns));
-    let _ = writeln!(s, "db.delivery = \"synchronized\"");
-    let _ = writeln!(s, "flush.interval.ms = 250");
-    let _ = writeln!(
-        s,
-        "plugin.path = {}",
-        toml_str(plugin.to_str().expect("UTF-8 path"))
-    );
-    let _ = writeln!(s, "\n[plugin.settings]");
-    for (k, v) in settings {
-        let _ = writeln!(s, "{} = {}", toml_str(k), toml_str(v));
-    }
-    let _ = writeln!(s, "\n[kafka]");
-    for (k, v) in kafka {
-        let _ = writeln!(s, "{} = {}", toml_str(k), toml_str(v));
-    }
-    s
-}
-
-/// The `kafka.*` settings of a sink on `broker` in consumer group `group`.
-fn sink_kafka(broker: &Broker, group: &str) -> Vec<(String, String)> {
-    let mut kafka = vec![
-        ("bootstrap.servers".to_string(), broker.bootstrap()),
-        ("group.id".to_string(), group.to_string()),
-    ];
-    kafka.extend(broker.sink_kafka_props());
-    kafka
-}
-
 /// Replaces a file in one step (write a temporary file, rename it), so that a watcher never
 /// reads half of it.
 fn replace_file(path: &Path, contents: &str) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, contents).expect("write the temporary file");
     std::fs::rename(&tmp, path).expect("rename it into place");
-}
-
-/// (Re)creates `public.<name>` with `columns` (name, SQL type) and forgets pgsink's state of it.
-fn create_table(pg: &Pg, name: &str, columns: &[(&str, &str)]) -> Table {
-    let table = Table {
-        schema: "public".to_string(),
-        name: name.to_string(),
-        columns: columns.iter().map(|(c, _)| c.to_string()).collect(),
-    };
-    let cols: Vec<String> = columns
-        .iter()
-        .map(|(c, t)| format!("{} {t}", ident(c)))
-        .collect();
-    pg.batch(&format!(
-        "DROP TABLE IF EXISTS {q}; CREATE TABLE {q} ({})",
-        cols.join(", "),
-        q = table.qualified()
-    ));
-    pg.forget_state(&table.schema, &table.name);
-    table
 }
 
 /// One message for [`produce_all`]: key, headers, value.
@@ -327,7 +261,7 @@ fn converters_python_end_to_end() {
     let wasm = example_component("python-explode");
     let broker = Broker::mock();
     let pg = Pg::connect();
-    let table = create_table(&pg, &ctx.table_name(), &EXPLODE_COLUMNS);
+    let table = pg.table_in("public", &ctx.table_name(), &EXPLODE_COLUMNS);
     let topic = ctx.unique("t");
     broker.create_topic(&topic, 1);
     let n = 3000u64;
@@ -472,7 +406,7 @@ fn converters_js_end_to_end() {
     let wasm = example_component("js-keyed");
     let broker = Broker::mock();
     let pg = Pg::connect();
-    let table = create_table(&pg, &ctx.table_name(), &KEYED_COLUMNS);
+    let table = pg.table_in("public", &ctx.table_name(), &KEYED_COLUMNS);
     let topic = ctx.unique("t");
     broker.create_topic(&topic, 1);
     let n = 3000u64;
@@ -805,7 +739,7 @@ fn reload_swaps_without_loss_or_duplicates() {
     let plugin = versioned_component();
     let broker = Broker::mock();
     let pg = Pg::connect();
-    let table = create_table(&pg, &ctx.table_name(), &VERSIONED_COLUMNS);
+    let table = pg.table_in("public", &ctx.table_name(), &VERSIONED_COLUMNS);
     let topic = ctx.unique("t");
     broker.create_topic(&topic, 4);
     let kafka = sink_kafka(&broker, &ctx.unique("g"));
@@ -864,7 +798,7 @@ fn reload_rejects_broken_candidates() {
     );
     let broker = Broker::mock();
     let pg = Pg::connect();
-    let table = create_table(&pg, &ctx.table_name(), &VERSIONED_COLUMNS);
+    let table = pg.table_in("public", &ctx.table_name(), &VERSIONED_COLUMNS);
     let topic = ctx.unique("t");
     broker.create_topic(&topic, 2);
     let kafka = sink_kafka(&broker, &ctx.unique("g"));

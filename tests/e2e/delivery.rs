@@ -105,13 +105,8 @@ fn fastest_tansu() {
 /// The default delivery (no `db.delivery`) is synchronized.
 #[test]
 fn synchronized_is_the_default_mock() {
-    let Stage {
-        ctx,
-        broker,
-        pg,
-        table,
-        topic,
-    } = Stage::new("synchronized_is_the_default_mock", Broker::mock(), 3);
+    let (ctx, broker, pg, table, topic) =
+        stage("synchronized_is_the_default_mock", Broker::mock(), 3);
     let mut producer = broker.producer(false);
     producer.send_std_all(&topic, 1..=3000);
     let ends = end_offsets(&producer.flush());
@@ -127,13 +122,8 @@ fn synchronized_is_the_default_mock() {
 /// the sink runs (each time the buffer fills), and the rest at SIGTERM.
 #[test]
 fn fastest_flushes_when_buffer_full() {
-    let Stage {
-        ctx,
-        broker,
-        pg,
-        table,
-        topic,
-    } = Stage::new("fastest_flushes_when_buffer_full", Broker::mock(), 4);
+    let (ctx, broker, pg, table, topic) =
+        stage("fastest_flushes_when_buffer_full", Broker::mock(), 4);
     let n: u64 = 20_000;
     let mut producer = broker.producer(false);
     producer.send_std_all(&topic, 1..=n);
@@ -183,13 +173,8 @@ fn two_topics_into_one_table_synchronized_mock() {
 /// 12 partitions, `tasks = 2` (two pipelines).
 #[test]
 fn synchronized_multi_partition_tasks_2_mock() {
-    let Stage {
-        ctx,
-        broker,
-        pg,
-        table,
-        topic,
-    } = Stage::new("synchronized_multi_partition_tasks_2", Broker::mock(), 12);
+    let (ctx, broker, pg, table, topic) =
+        stage("synchronized_multi_partition_tasks_2", Broker::mock(), 12);
     let n = 30_000;
     let mut producer = broker.producer(false);
     producer.send_std_all(&topic, 1..=n);

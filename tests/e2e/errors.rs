@@ -10,13 +10,8 @@ use crate::harness::*;
 /// them (the last message of partition 0 is a bad one).
 #[test]
 fn dead_letters_synchronized_mock() {
-    let Stage {
-        ctx,
-        broker,
-        pg,
-        table,
-        topic,
-    } = Stage::new("dead_letters_synchronized_mock", Broker::mock(), 3);
+    let (ctx, broker, pg, table, topic) =
+        stage("dead_letters_synchronized_mock", Broker::mock(), 3);
     let mut producer = broker.producer(false);
     let send_good = |p: &mut Producer, ids: std::ops::RangeInclusive<u64>| {
         for id in ids {
@@ -109,13 +104,7 @@ fn dead_letters_synchronized_mock() {
 /// loads anything past it and writes no dead letter.
 #[test]
 fn errors_tolerance_none_stops_at_bad_message_mock() {
-    let Stage {
-        ctx,
-        broker,
-        pg,
-        table,
-        topic,
-    } = Stage::new("errors_tolerance_none_stops", Broker::mock(), 1);
+    let (ctx, broker, pg, table, topic) = stage("errors_tolerance_none_stops", Broker::mock(), 1);
     let mut producer = broker.producer(false);
     for id in 1..=100 {
         producer.send_std(&topic, id);
@@ -162,13 +151,7 @@ fn errors_tolerance_none_stops_at_bad_message_mock() {
 /// before that point is accounted for as a row or a dead letter, and none after it.
 #[test]
 fn errors_dead_letter_cap_stops_the_sink_mock() {
-    let Stage {
-        ctx,
-        broker,
-        pg,
-        table,
-        topic,
-    } = Stage::new("errors_dead_letter_cap", Broker::mock(), 1);
+    let (ctx, broker, pg, table, topic) = stage("errors_dead_letter_cap", Broker::mock(), 1);
     let mut producer = broker.producer(false);
     producer.send_std_all(&topic, 1..=500);
     producer.flush();

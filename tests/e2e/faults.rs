@@ -95,11 +95,7 @@ fn kill9_many(name: &str, mode: &str, plan: Plan, kills: usize) {
         let mut sink = s.ctx.start_sink(&label, &cfg);
         let moment = if rng.next().is_multiple_of(2) {
             let after = Duration::from_millis(rng.between(100, 3000));
-            let started = Instant::now();
-            while started.elapsed() < after {
-                sink.assert_running("before the planned kill -9");
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            sink.stays_up(after, "before the planned kill -9");
             format!("{} ms after the start", after.as_millis())
         } else {
             let more = rng.between(1, 6000) as i64;
@@ -200,6 +196,14 @@ fn scene_on_own_server(name: &str, plan: &Plan) -> (Cluster, Scene) {
     (cluster, scene)
 }
 
+/// Starts the test's server again, reconnects the scene to it, and checks that the table and
+/// the stored offsets agree; returns the rows.
+fn bring_back(cluster: &mut Cluster, s: &mut Scene, ids: &BTreeSet<u64>) -> usize {
+    cluster.start(&s.ctx, None, HBA_ANY);
+    s.pg = Pg::connect_with(&cluster.conninfo());
+    assert_synchronized_consistent(&s.pg, &s.table, ids)
+}
+
 /// PostgreSQL crashes (`pg_ctl stop -m immediate`: no shutdown checkpoint, crash recovery on
 /// the next start) twice mid-stream and stays away 5 s each time: the sink keeps running,
 /// reconnects with backoff, and ends with every message exactly once.
@@ -223,14 +227,8 @@ fn synchronized_postgres_crash_restart_mock() {
         s.ctx.note(format!(
             "round {round}: PostgreSQL stopped (immediate) at ≥{before} rows"
         ));
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(5) {
-            sink.assert_running("PostgreSQL is down");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        cluster.start(&s.ctx, None, HBA_ANY);
-        s.pg = Pg::connect_with(&cluster.conninfo());
-        let rows = assert_synchronized_consistent(&s.pg, &s.table, &plan.ids());
+        sink.stays_up(Duration::from_secs(5), "PostgreSQL is down");
+        let rows = bring_back(&mut cluster, &mut s, &plan.ids());
         s.ctx.note(format!(
             "round {round}: PostgreSQL back after recovery with {rows} rows"
         ));
@@ -276,9 +274,7 @@ fn synchronized_sigterm_while_postgres_down_mock() {
         "stderr should say the buffered rows were not loaded:\n{}",
         tail(&stderr, 20)
     );
-    cluster.start(&s.ctx, None, HBA_ANY);
-    s.pg = Pg::connect_with(&cluster.conninfo());
-    let rows = assert_synchronized_consistent(&s.pg, &s.table, &plan.ids());
+    let rows = bring_back(&mut cluster, &mut s, &plan.ids());
     s.ctx.note(format!("PostgreSQL back with {rows} rows"));
     let mut run2 = s.ctx.start_sink("run2", &cfg);
     s.finish_exactly_once(&plan.ids(), &mut [&mut run2]);
@@ -394,11 +390,7 @@ fn synchronized_disk_full_mock() {
     });
     let full_at = assert_synchronized_consistent(&s.pg, &s.table, &plan.ids());
     // Retries go on and change nothing while the disk stays full.
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(3) {
-        sink.assert_running("the disk is full");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    sink.stays_up(Duration::from_secs(3), "the disk is full");
     let still = assert_synchronized_consistent(&s.pg, &s.table, &plan.ids());
     assert_eq!(
         full_at, still,

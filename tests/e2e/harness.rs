@@ -366,6 +366,16 @@ impl Sink {
     }
 
     /// What the process wrote to stderr so far.
+    /// Lets the sink run for `d`, failing the test if it exits meanwhile (`while_doing` says
+    /// what was going on).
+    pub fn stays_up(&mut self, d: Duration, while_doing: &str) {
+        let t0 = Instant::now();
+        while t0.elapsed() < d {
+            self.assert_running(while_doing);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read(&self.stderr_path)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -466,32 +476,16 @@ pub fn wait_for(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) -
 // ------------------------------------------------------------------------------------------
 
 /// The usual start of a test: its context, a broker, a standard table in the test database,
-/// and a topic `t…` with `partitions` partitions. Bind it with
-/// `let Stage { ctx, broker, pg, table, topic } = Stage::new(…)`: `ctx` drops last, so a
-/// failing test still prints the sinks' logs.
-pub struct Stage {
-    pub ctx: Ctx,
-    pub broker: Broker,
-    pub pg: Pg,
-    pub table: Table,
-    pub topic: String,
-}
-
-impl Stage {
-    pub fn new(name: &str, broker: Broker, partitions: i32) -> Stage {
-        let ctx = Ctx::new(name);
-        let pg = Pg::connect();
-        let table = pg.std_table(&ctx.table_name());
-        let topic = ctx.unique("t");
-        broker.create_topic(&topic, partitions);
-        Stage {
-            ctx,
-            broker,
-            pg,
-            table,
-            topic,
-        }
-    }
+/// and a topic `t…` with `partitions` partitions, bound as
+/// `let (ctx, broker, pg, table, topic) = stage(…)` (`ctx` drops last, so a failing test
+/// still prints the sinks' logs).
+pub fn stage(name: &str, broker: Broker, partitions: i32) -> (Ctx, Broker, Pg, Table, String) {
+    let ctx = Ctx::new(name);
+    let pg = Pg::connect();
+    let table = pg.std_table(&ctx.table_name());
+    let topic = ctx.unique("t");
+    broker.create_topic(&topic, partitions);
+    (ctx, broker, pg, table, topic)
 }
 
 /// Builds a TOML configuration for `pgsink run`.
@@ -813,11 +807,6 @@ impl Pg {
 
     /// (Re)creates a standard table with other names (schema created when missing).
     pub fn std_table_in(&self, schema: &str, name: &str, columns: &[&str; 6]) -> Table {
-        let table = Table {
-            schema: schema.to_string(),
-            name: name.to_string(),
-            columns: columns.iter().map(|c| c.to_string()).collect(),
-        };
         let types = [
             "bigint",
             "numeric",
@@ -826,10 +815,29 @@ impl Pg {
             "double precision",
             "double precision",
         ];
+        let typed: Vec<(&str, &str)> = columns.iter().copied().zip(types).collect();
+        self.table_in(schema, name, &typed)
+    }
+
+    /// (Re)creates `<schema>.<name>` with `columns` (name, SQL type), creating the schema
+    /// when missing, and forgets pgsink's state of it.
+    pub fn table_in<C: AsRef<str>, T: AsRef<str>>(
+        &self,
+        schema: &str,
+        name: &str,
+        columns: &[(C, T)],
+    ) -> Table {
+        let table = Table {
+            schema: schema.to_string(),
+            name: name.to_string(),
+            columns: columns
+                .iter()
+                .map(|(c, _)| c.as_ref().to_string())
+                .collect(),
+        };
         let cols: Vec<String> = columns
             .iter()
-            .zip(types)
-            .map(|(c, t)| format!("{} {t}", ident(c)))
+            .map(|(c, t)| format!("{} {}", ident(c.as_ref()), t.as_ref()))
             .collect();
         self.batch(&format!(
             "CREATE SCHEMA IF NOT EXISTS {schema_q}; DROP TABLE IF EXISTS {q}; CREATE TABLE {q} ({cols})",

@@ -102,27 +102,6 @@ fn produce(broker: &Broker, topic: &str, messages: &[Outgoing<'_>]) -> Vec<Deliv
         .collect()
 }
 
-/// Creates `<schema>.<name>` with `columns` (name, type), replacing an earlier one.
-fn create_table(pg: &Pg, schema: &str, name: &str, columns: &[(String, String)]) -> Table {
-    let table = Table {
-        schema: schema.to_string(),
-        name: name.to_string(),
-        columns: columns.iter().map(|(c, _)| c.clone()).collect(),
-    };
-    let defs: Vec<String> = columns
-        .iter()
-        .map(|(c, t)| format!("{} {t}", ident(c)))
-        .collect();
-    pg.batch(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {}; DROP TABLE IF EXISTS {q}; CREATE TABLE {q} ({})",
-        ident(schema),
-        defs.join(", "),
-        q = table.qualified(),
-    ));
-    pg.forget_state(schema, name);
-    table
-}
-
 /// Every row of `table`, each column read as text, sorted.
 fn rows_as_text(pg: &Pg, table: &Table) -> Vec<Vec<Option<String>>> {
     let select: Vec<String> = table
@@ -226,7 +205,7 @@ fn hostile_corpus_synchronized_mock() {
         .iter()
         .map(|c| (c.name.clone(), c.sql_type.clone()))
         .collect();
-    let table = create_table(&pg, "public", &ctx.table_name(), &columns);
+    let table = pg.table_in("public", &ctx.table_name(), &columns);
     let topic = ctx.unique("t");
     let (messages, partitions) = corpus_messages(&corpus.cases);
     broker.create_topic(&topic, partitions);
@@ -469,7 +448,7 @@ fn hostile_identifiers_synchronized_mock() {
         );
     }
     assert!(schema.len() < 64 && name.len() < 64);
-    let table = create_table(&pg, &schema, &name, &columns);
+    let table = pg.table_in(&schema, &name, &columns);
     for canary_schema in ["public", schema.as_str()] {
         pg.batch(&format!(
             "DROP TABLE IF EXISTS {s}.{c}; CREATE TABLE {s}.{c} (x int); INSERT INTO {s}.{c} VALUES (42)",

@@ -224,13 +224,8 @@ fn check_lines(stdout: &str) -> Vec<(String, String)> {
 
 #[test]
 fn operations_check_reports_each_problem() {
-    let Stage {
-        ctx,
-        broker,
-        pg,
-        table,
-        topic,
-    } = Stage::new("operations_check_reports_each_problem", Broker::mock(), 2);
+    let (ctx, broker, pg, table, topic) =
+        stage("operations_check_reports_each_problem", Broker::mock(), 2);
     let group = ctx.unique("g");
 
     // Everything in place.

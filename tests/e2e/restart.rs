@@ -282,11 +282,7 @@ fn kill9_restart(name: &str, broker: Broker, plan: Plan) {
                 s.pg.wait_rows(&s.table, (base + k).min(total), LONG, &mut [&mut sink]);
             }
             KillAt::After(d) => {
-                let t0 = Instant::now();
-                while t0.elapsed() < d {
-                    sink.assert_running("before the planned kill -9");
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+                sink.stays_up(d, "before the planned kill -9");
             }
         }
         sink.kill9();
@@ -434,11 +430,7 @@ fn broker_down(name: &str, kafka: &[(&str, &str)]) {
     mock.set_down(true);
     s.ctx
         .note(format!("broker down at {} rows", s.pg.count(&s.table)));
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(6) {
-        sink.assert_running("the broker is down");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    sink.stays_up(Duration::from_secs(6), "the broker is down");
     let during = assert_synchronized_consistent(&s.pg, &s.table, &plan.ids());
     mock.set_down(false);
     s.ctx.note(format!("broker up again; {during} rows"));

@@ -14,7 +14,6 @@
 //!   startup that fails while authenticating to a server that asks for the password.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -24,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::components::test_plugin_component;
+use crate::components::{plugin_config_with, sink_kafka, test_plugin_component};
 use crate::harness::*;
 
 /// `plugin.timeout.ms` of the sandbox tests.
@@ -42,26 +41,6 @@ fn hostile_component() -> PathBuf {
     test_plugin_component("hostile-plugin", "hostile_plugin.wasm")
 }
 
-/// (Re)creates `public.<name>` for the hostile converter and forgets pgsink's state of it.
-fn create_hostile_table(pg: &Pg, name: &str) -> Table {
-    let table = Table {
-        schema: "public".to_string(),
-        name: name.to_string(),
-        columns: HOSTILE_COLUMNS.iter().map(|(c, _)| c.to_string()).collect(),
-    };
-    let cols: Vec<String> = HOSTILE_COLUMNS
-        .iter()
-        .map(|(c, t)| format!("{} {t}", ident(c)))
-        .collect();
-    pg.batch(&format!(
-        "DROP TABLE IF EXISTS {q}; CREATE TABLE {q} ({})",
-        cols.join(", "),
-        q = table.qualified()
-    ));
-    pg.forget_state(&table.schema, &table.name);
-    table
-}
-
 /// A synchronized sink of `topic` into `table` through the hostile converter with
 /// `settings`, flushing every 250 ms, with the sandbox limits of these tests.
 fn hostile_config(
@@ -71,38 +50,17 @@ fn hostile_config(
     group: &str,
     settings: &[(&str, &str)],
 ) -> String {
-    let plugin = hostile_component();
-    let mut s = String::new();
-    let _ = writeln!(s, "topics = {}", toml_list(&[topic]));
-    let _ = writeln!(s, "db.host = {}", toml_str(&pg_host_port()));
-    let _ = writeln!(s, "db.database = {}", toml_str(TEST_DB));
-    let _ = writeln!(s, "db.username = {}", toml_str(&pg_user()));
-    let _ = writeln!(s, "db.schema = {}", toml_str(&table.schema));
-    let _ = writeln!(s, "db.table = {}", toml_str(&table.name));
-    let _ = writeln!(s, "db.columns = {}", toml_list(&table.columns));
-    let _ = writeln!(s, "db.delivery = \"synchronized\"");
-    let _ = writeln!(s, "flush.interval.ms = 250");
-    let _ = writeln!(
-        s,
-        "plugin.path = {}",
-        toml_str(plugin.to_str().expect("UTF-8 path"))
-    );
-    let _ = writeln!(s, "plugin.timeout.ms = {TIMEOUT_MS}");
-    let _ = writeln!(s, "plugin.memory.mb = {MEMORY_MB}");
-    let _ = writeln!(s, "\n[plugin.settings]");
-    for (k, v) in settings {
-        let _ = writeln!(s, "{} = {}", toml_str(k), toml_str(v));
-    }
-    let _ = writeln!(s, "\n[kafka]");
-    let mut kafka = vec![
-        ("bootstrap.servers".to_string(), broker.bootstrap()),
-        ("group.id".to_string(), group.to_string()),
-    ];
-    kafka.extend(broker.sink_kafka_props());
-    for (k, v) in kafka {
-        let _ = writeln!(s, "{} = {}", toml_str(&k), toml_str(&v));
-    }
-    s
+    plugin_config_with(
+        table,
+        topic,
+        &sink_kafka(broker, group),
+        &hostile_component(),
+        &[
+            format!("plugin.timeout.ms = {TIMEOUT_MS}"),
+            format!("plugin.memory.mb = {MEMORY_MB}"),
+        ],
+        settings,
+    )
 }
 
 /// Produces `values` (partition, value) in order, without keys; returns where each landed.
@@ -265,7 +223,7 @@ fn sandbox_hostile_messages_fail_alone_mock() {
     let ctx = Ctx::new("sandbox_hostile_messages_fail_alone_mock");
     let broker = Broker::mock();
     let pg = Pg::connect();
-    let table = create_hostile_table(&pg, &ctx.table_name());
+    let table = pg.table_in("public", &ctx.table_name(), &HOSTILE_COLUMNS);
     let topic = ctx.unique("t");
     broker.create_topic(&topic, 2);
     let specials: Vec<&str> = FAULTS
@@ -413,7 +371,7 @@ fn sandbox_stuck_converter_stops_the_sink_mock() {
     let ctx = Ctx::new("sandbox_stuck_converter_stops_the_sink_mock");
     let broker = Broker::mock();
     let pg = Pg::connect();
-    let table = create_hostile_table(&pg, &ctx.table_name());
+    let table = pg.table_in("public", &ctx.table_name(), &HOSTILE_COLUMNS);
     let topic = ctx.unique("t");
     broker.create_topic(&topic, 1);
     // Each run in a group of its own: synchronized positions come from PostgreSQL, and the
@@ -651,12 +609,8 @@ impl Drop for PasswordServer {
 /// secrets masked, and no stdout or stderr shows any secret.
 #[test]
 fn security_secrets_never_logged_mock() {
-    let ctx = Ctx::new("security_secrets_never_logged_mock");
-    let broker = Broker::mock();
-    let pg = Pg::connect();
-    let table = pg.std_table(&ctx.table_name());
-    let topic = ctx.unique("t");
-    broker.create_topic(&topic, 1);
+    let (ctx, broker, pg, table, topic) =
+        stage("security_secrets_never_logged_mock", Broker::mock(), 1);
     let mut producer = broker.producer(false);
     producer.send_std_all(&topic, 1..=20);
     producer.flush();
