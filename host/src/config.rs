@@ -209,6 +209,9 @@ pub struct PluginConfig {
     /// Cap on the converter's linear memory, in bytes (`plugin.memory.mb`
     /// MiB, default 512 MiB, at least 16 MiB).
     pub memory_limit: usize,
+    /// Whether the converter sees the host's wall clock (`plugin.clock`,
+    /// default false: its wall clock reads the Unix epoch).
+    pub wall_clock: bool,
 }
 
 impl Default for PluginConfig {
@@ -218,6 +221,7 @@ impl Default for PluginConfig {
             settings: Vec::new(),
             timeout: Some(Duration::from_millis(DEFAULT_PLUGIN_TIMEOUT_MS)),
             memory_limit: DEFAULT_PLUGIN_MEMORY_MB as usize * MEGABYTE,
+            wall_clock: false,
         }
     }
 }
@@ -725,6 +729,7 @@ impl fmt::Display for Redacted<'_> {
             c.plugin.timeout.map_or(0, |t| t.as_millis())
         )?;
         writeln!(f, "plugin.memory.mb = {}", c.plugin.memory_limit / MEGABYTE)?;
+        writeln!(f, "plugin.clock = {}", c.plugin.wall_clock)?;
         for (key, value) in settings {
             writeln!(f, "plugin.settings.{key:?} = {:?}", shown(key, value))?;
         }

@@ -35,6 +35,7 @@ pub fn plugin_limits(plugin: &PluginConfig) -> PluginLimits {
     PluginLimits {
         timeout: plugin.timeout,
         memory: plugin.memory_limit,
+        wall_clock: plugin.wall_clock,
     }
 }
 

@@ -228,6 +228,10 @@ pub(super) struct RawPlugin {
     /// `plugin.memory.*`.
     #[serde(default)]
     pub memory: RawPluginMemory,
+    /// `plugin.clock`: give the converter the host's wall clock; default false
+    /// (the converter's wall clock reads the Unix epoch).
+    #[serde(default)]
+    pub clock: Option<bool>,
 }
 
 /// `plugin.timeout.*`.
@@ -487,6 +491,7 @@ impl RawConfig {
                     settings,
                     timeout: RawPluginTimeout { ms: timeout_ms },
                     memory: RawPluginMemory { mb },
+                    clock,
                 },
             kafka,
             metrics: _,
@@ -524,6 +529,7 @@ impl RawConfig {
         let timeout_default = &d.plugin.timeout.ms;
         take("plugin.timeout.ms", timeout_ms, timeout_default, inherited);
         take("plugin.memory.mb", mb, &d.plugin.memory.mb, inherited);
+        take("plugin.clock", clock, &d.plugin.clock, inherited);
         merge("plugin.settings", settings, &d.plugin.settings, inherited)?;
         merge("kafka", kafka, &d.kafka, inherited)
     }
@@ -760,6 +766,7 @@ impl RawConfig {
             settings,
             timeout,
             memory_limit,
+            wall_clock: plugin.clock.unwrap_or(false),
         };
 
         let mut kafka = flatten("kafka", kafka)?;
@@ -1576,6 +1583,9 @@ mode = "strict"
         let c = ok("plugin.timeout.ms = 0\nplugin.memory.mb = 16");
         assert_eq!(c.plugin.timeout, None);
         assert_eq!(c.plugin.memory_limit, 16 * 1024 * 1024);
+        assert!(!c.plugin.wall_clock, "no wall clock by default");
+        assert!(ok("plugin.clock = true").plugin.wall_clock);
+        assert!(err("plugin.clock = \"yes\"").contains("plugin"));
         let c = ok("[plugin.timeout]\nms = \"2500\"\n[plugin.memory]\nmb = \" 1024 \"");
         assert_eq!(c.plugin.timeout, Some(Duration::from_millis(2500)));
         assert_eq!(c.plugin.memory_limit, 1 << 30);
