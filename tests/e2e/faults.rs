@@ -61,7 +61,7 @@ fn progress(s: &Scene, mode: &str) -> i64 {
 }
 
 /// Kills the sink with SIGKILL `kills` times at random moments while messages keep arriving
-/// (each run is killed either a random 0.1–3 s after it starts, possibly before it has its
+/// (each run is killed either a random 0.1–8 s after it starts, possibly before it has its
 /// partitions, or once it has loaded a random 1–6000 more rows), then lets a last run finish.
 /// Every kill must land mid-stream (messages still to load). synchronized: after each kill the
 /// table and the stored offsets agree, and the end is exactly once; guaranteed: nothing
@@ -70,13 +70,10 @@ fn kill9_many(name: &str, mode: &str, plan: Plan, kills: usize) {
     let mut s = Scene::new(name, Broker::mock(), &plan);
     let total = plan.total() as i64;
     let ids = plan.ids();
-    // A killed member stays in the group until its session times out: keep that short so the
-    // next run gets its partitions quickly.
-    let cfg = s
-        .config(mode)
-        .kafka("session.timeout.ms", "2000")
-        .kafka("heartbeat.interval.ms", "300")
-        .render();
+    // The scene's group settings (a 6 s session, Kafka's minimum): a killed member holds its
+    // partitions until then. A 2 s session stalled the first join on the mock broker in one run
+    // of three (no assignment for 120 s), so the producer is paced to outlast the slower cycles.
+    let cfg = s.config(mode).render();
     let mut rng = Rng::from_env(&s.ctx);
     let t0 = Instant::now();
     let mut mid_stream = 0;
@@ -94,7 +91,7 @@ fn kill9_many(name: &str, mode: &str, plan: Plan, kills: usize) {
         );
         let mut sink = s.ctx.start_sink(&label, &cfg);
         let moment = if rng.next().is_multiple_of(2) {
-            let after = Duration::from_millis(rng.between(100, 3000));
+            let after = Duration::from_millis(rng.between(100, 8000));
             sink.stays_up(after, "before the planned kill -9");
             format!("{} ms after the start", after.as_millis())
         } else {
@@ -151,7 +148,6 @@ fn progress_of(pg: &Pg, table: &Table, mode: &str) -> i64 {
 
 /// 20 kill -9s during a 200 000-message run: exactly once.
 #[test]
-#[ignore = "flaky: in 1 of 3 full runs the first sink got no partitions within 120 s (under investigation, issue #5); run with `tests/run -- --ignored kill9_x20`"]
 fn synchronized_kill9_x20_200k_mock() {
     kill9_many(
         "synchronized_kill9_x20_200k_mock",
@@ -160,7 +156,7 @@ fn synchronized_kill9_x20_200k_mock() {
             partitions: 8,
             initial: 20_000,
             during: 180_000,
-            rate: 2_000,
+            rate: 700,
         },
         20,
     );
@@ -168,7 +164,6 @@ fn synchronized_kill9_x20_200k_mock() {
 
 /// 20 kill -9s during a 200 000-message run: at least once (no id missing).
 #[test]
-#[ignore = "flaky: in 1 of 3 full runs the first sink got no partitions within 120 s (under investigation, issue #5); run with `tests/run -- --ignored kill9_x20`"]
 fn guaranteed_kill9_x20_200k_mock() {
     kill9_many(
         "guaranteed_kill9_x20_200k_mock",
@@ -177,7 +172,7 @@ fn guaranteed_kill9_x20_200k_mock() {
             partitions: 8,
             initial: 20_000,
             during: 180_000,
-            rate: 2_000,
+            rate: 700,
         },
         20,
     );

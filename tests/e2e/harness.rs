@@ -1593,8 +1593,11 @@ pub struct ProducerSpec {
 impl ProducerSpec {
     pub fn create(&self) -> Producer {
         let mut cfg = ClientConfig::new();
+        // 50 ms of linger: a paced producer still makes batches of several messages. The mock
+        // broker serves about one batch per partition per fetch, so one-message batches cap a
+        // catching-up consumer near 500 msg/s.
         cfg.set("bootstrap.servers", &self.bootstrap)
-            .set("linger.ms", "5")
+            .set("linger.ms", "50")
             .set("queue.buffering.max.messages", "1000000")
             .set("message.timeout.ms", "90000");
         if self.one_per_batch {
