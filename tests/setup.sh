@@ -92,9 +92,11 @@ pgsink_setup_apt_install() {
 pgsink_setup_rust() {
     command -v cargo >/dev/null 2>&1 ||
         pgsink_setup_die "cargo not found: install Rust with rustup (https://rustup.rs), then rerun"
-    if ! command -v cc >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1; then
-        # librdkafka (bundled by the rdkafka crate) and zlib are C, built with cc + make.
-        pgsink_setup_apt_install build-essential
+    if ! command -v cc >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1 ||
+        ! perl -MFindBin -MFile::Compare -e 1 >/dev/null 2>&1; then
+        # librdkafka (bundled by the rdkafka crate), zlib and OpenSSL (vendored, for Kafka
+        # TLS) are C, built with cc + make; OpenSSL's Configure needs perl with its modules.
+        pgsink_setup_apt_install build-essential perl
     fi
     if command -v rustup >/dev/null 2>&1; then
         # Run in the workspace so that a rust-toolchain file there, if any, picks the toolchain.

@@ -308,24 +308,14 @@ impl Plugin {
         let iface = bindings.pgsink_converter_convert();
         let info = iface.call_info(&mut store).map_err(world_error)?;
         let label = format!("{} {}", info.name, info.version);
-        let configured = iface
-            .call_configure(&mut store, settings, columns)
-            .map_err(|error| {
-                fault(
-                    error,
-                    label.clone(),
-                    timeout,
-                    store.data(),
-                    "its configure call",
-                )
-            })?;
-        if let (true, Some(timeout)) = (store.data().timed_out(), timeout) {
-            return Err(PluginError::Timeout {
-                plugin: label,
-                timeout,
-                call: "its configure call",
-            });
-        }
+        let configured = iface.call_configure(&mut store, settings, columns);
+        let configured = call_outcome(
+            configured,
+            || label.clone(),
+            timeout,
+            store.data(),
+            "its configure call",
+        )?;
         configured.map_err(|reason| PluginError::Rejected {
             plugin: label.clone(),
             reason,
@@ -369,34 +359,43 @@ impl ConverterInstance {
             self.store.set_epoch_deadline(ticks);
         }
         self.store.data_mut().start_call(self.timeout);
-        let plugin = || format!("{} {}", self.info.name, self.info.version);
         let converted = self
             .bindings
             .pgsink_converter_convert()
-            .call_convert_batch(&mut self.store, batch)
-            .map_err(|error| {
-                fault(
-                    error,
-                    plugin(),
-                    self.timeout,
-                    self.store.data(),
-                    "one batch",
-                )
-            })?;
-        match self.timeout {
-            Some(timeout) if self.store.data().timed_out() => Err(PluginError::Timeout {
-                plugin: plugin(),
-                timeout,
-                call: "one batch",
-            }),
-            _ => Ok(converted),
-        }
+            .call_convert_batch(&mut self.store, batch);
+        call_outcome(
+            converted,
+            || format!("{} {}", self.info.name, self.info.version),
+            self.timeout,
+            self.store.data(),
+            "one batch",
+        )
     }
 }
 
-/// The [`PluginError`] of a failed converter call: a timeout when the epoch
-/// deadline interrupted it, running out of memory when the host refused to
-/// grow its memory during the call, otherwise a trap.
+/// The outcome of a converter call: its value, or the [`PluginError`] — a
+/// timeout when the epoch deadline interrupted it or it waited (slept) until
+/// its deadline, running out of memory when the host refused to grow its
+/// memory during the call, otherwise a trap. `plugin` names the converter.
+fn call_outcome<T>(
+    result: Result<T, wasmtime::Error>,
+    plugin: impl FnOnce() -> String,
+    timeout: Option<Duration>,
+    state: &PluginState,
+    call: &'static str,
+) -> Result<T, PluginError> {
+    match (result, timeout) {
+        (Err(error), _) => Err(fault(error, plugin(), timeout, state, call)),
+        (Ok(_), Some(timeout)) if state.timed_out() => Err(PluginError::Timeout {
+            plugin: plugin(),
+            timeout,
+            call,
+        }),
+        (Ok(value), _) => Ok(value),
+    }
+}
+
+/// The [`PluginError`] of a failed converter call (see [`call_outcome`]).
 fn fault(
     error: wasmtime::Error,
     plugin: String,
