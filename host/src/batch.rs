@@ -131,6 +131,25 @@ impl BatchBuilder {
         }
     }
 
+    /// Keeps only the messages for which `keep(topic, partition)` holds.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, i32) -> bool) {
+        let dropped = (0..self.len()).any(|i| {
+            let m = &self.batch.messages[i];
+            !keep(&self.batch.topics[m.topic as usize], m.partition)
+        });
+        if !dropped {
+            return;
+        }
+        let mut kept = BatchBuilder::new();
+        for i in 0..self.len() {
+            let m = &self.batch.messages[i];
+            if keep(&self.batch.topics[m.topic as usize], m.partition) {
+                kept.append_from(self, i);
+            }
+        }
+        *self = kept;
+    }
+
     /// A batch of just message `i` of this one (to retry a message alone).
     pub fn single(&self, i: usize) -> BatchBuilder {
         let mut one = BatchBuilder::new();

@@ -86,7 +86,7 @@ pub async fn check(config: &SinkConfig, broker_timeout: Duration) -> Vec<CheckLi
             lines.push(pass("database", format!("connected to {} as {}", postgres::describe(db), db.username)));
             match postgres::installed(&client).await {
                 Ok(true) => lines.push(pass("schema", "the pgsink schema is installed")),
-                Ok(false) => lines.push(pass("schema", "the pgsink schema is missing; pgsink run installs it (or run pgsink sql install)")),
+                Ok(false) => lines.push(pass("schema", "the pgsink schema is missing or older than this pgsink; pgsink run installs or upgrades it (or run pgsink sql install)")),
                 Err(error) => lines.push(fail("schema", error.to_string(), "grant the sink's user USAGE on schema pgsink")),
             }
             match Target::resolve(&client, &db.schema, &db.table, &db.columns).await {

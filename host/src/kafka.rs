@@ -1,180 +1,48 @@
-//! The Kafka side: the consumer, its rebalance handling, and what it tells the writer.
+//! The Kafka side: the consumer's context — rebalance callbacks and librdkafka's logs — and
+//! the librdkafka configuration.
 //!
-//! In synchronized delivery the database, not Kafka, knows where each
-//! partition stands: on every assignment the consumer reads the stored
-//! offsets and starts each partition there. On every revocation it asks the
-//! writer to flush first, so the next owner starts where this one stopped.
+//! In synchronized delivery the database, not Kafka, knows where each partition stands: on
+//! every assignment the callback reads the stored offsets and starts each partition there; on
+//! every revocation it has the writer commit what it holds first, so the next owner starts
+//! where this one stopped. Both go through the pipeline's [`Intake`], whose ledger decides.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc as std_mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
 
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaResult;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
-use tokio::sync::mpsc;
 
 use crate::config::{is_secret_key, Delivery};
-use crate::postgres::Target;
-use crate::writer::Event;
-
-/// How long a revocation waits for the writer's flush before giving up.
-const REVOKE_FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
+use crate::intake::Intake;
 
 /// The consumer type of a pipeline.
 pub type SinkConsumer = BaseConsumer<SinkContext>;
 
-/// A topic and partition.
-pub type Partition = (String, i32);
-
-/// Reads stored offsets during rebalances (synchronized delivery only).
-pub struct OffsetSource {
-    /// A connection of its own: the writer's may be inside a transaction.
-    pub client: tokio_postgres::Client,
-    /// The target table.
-    pub target: Target,
-    /// The runtime the client's connection runs on.
-    pub runtime: tokio::runtime::Handle,
-}
-
-impl OffsetSource {
-    /// Stored offsets of `topics`, retried until the database answers or shutdown.
-    fn stored(&self, topics: &[String], shutdown: &AtomicBool) -> Option<HashMap<Partition, i64>> {
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match self
-                .runtime
-                .block_on(self.target.stored_offsets(&self.client, topics))
-            {
-                Ok(stored) => return Some(stored),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot read stored offsets; retrying");
-                    if shutdown.load(Ordering::Relaxed) {
-                        return None;
-                    }
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
-    }
-}
-
 /// Rebalance handling and librdkafka logging for one pipeline's consumer.
 pub struct SinkContext {
-    delivery: Delivery,
-    topics: Vec<String>,
-    events: mpsc::Sender<Event>,
-    offsets: Option<OffsetSource>,
-    shutdown: Arc<AtomicBool>,
-    generation: Arc<std::sync::atomic::AtomicU64>,
-    /// Partitions revoked since the consume loop last looked.
-    revoked: Mutex<Vec<Partition>>,
-    /// Set when `revoked` has entries (checked per message, so no lock).
-    any_revoked: AtomicBool,
+    intake: Mutex<Intake>,
     /// The sink's name, for metrics.
     sink: String,
 }
 
 impl SinkContext {
-    /// A context sending its events to the writer through `events`.
-    pub fn new(
-        delivery: Delivery,
-        topics: Vec<String>,
-        events: mpsc::Sender<Event>,
-        offsets: Option<OffsetSource>,
-        shutdown: Arc<AtomicBool>,
-        generation: Arc<std::sync::atomic::AtomicU64>,
-        sink: String,
-    ) -> Self {
+    /// A context whose callbacks work on `intake`.
+    pub fn new(intake: Intake, sink: String) -> Self {
         SinkContext {
-            delivery,
-            topics,
-            events,
-            offsets,
-            shutdown,
-            generation,
-            revoked: Mutex::new(Vec::new()),
-            any_revoked: AtomicBool::new(false),
+            intake: Mutex::new(intake),
             sink,
         }
     }
 
-    /// True if partitions were revoked since the last [`take_revoked`](Self::take_revoked).
-    pub fn was_revoked(&self) -> bool {
-        self.any_revoked.load(Ordering::Acquire)
-    }
-
-    /// Partitions revoked since the last call.
-    pub fn take_revoked(&self) -> Vec<Partition> {
-        let mut revoked = self.revoked.lock().expect("revoked lock");
-        self.any_revoked.store(false, Ordering::Release);
-        std::mem::take(&mut *revoked)
-    }
-
-    /// Points `tpl`'s partitions at their stored offsets and tells the writer
-    /// what it may expect in the database. Returns false on shutdown.
-    pub fn position_at_stored(&self, tpl: &mut TopicPartitionList) -> bool {
-        let Some(source) = &self.offsets else {
-            return true;
-        };
-        if self.shutdown.load(Ordering::Relaxed) {
-            return false;
-        }
-        let Some(stored) = source.stored(&self.topics, &self.shutdown) else {
-            return false;
-        };
-        let mut positions = Vec::new();
-        for elem in tpl.elements() {
-            let key = (elem.topic().to_string(), elem.partition());
-            positions.push((key.0.clone(), key.1, stored.get(&key).copied()));
-        }
-        for (topic, partition, offset) in &positions {
-            if let Some(offset) = offset {
-                if let Err(error) =
-                    tpl.set_partition_offset(topic, *partition, Offset::Offset(*offset))
-                {
-                    tracing::warn!(%error, topic, partition, "cannot set the start offset");
-                }
-            }
-        }
-        tracing::info!(partitions = ?positions, "assigned; starting from the offsets stored in PostgreSQL (none: Kafka's committed offset or auto.offset.reset)");
-        let generation = self.generation.load(Ordering::SeqCst);
-        let _ = self.events.blocking_send(Event::Assigned {
-            generation,
-            partitions: positions,
-        });
-        true
-    }
-
-    fn revoke(&self, tpl: &TopicPartitionList) {
-        let partitions: Vec<Partition> = tpl
-            .elements()
-            .iter()
-            .map(|e| (e.topic().to_string(), e.partition()))
-            .collect();
-        tracing::info!(?partitions, "partitions revoked");
-        self.revoked
+    /// The pipeline's intake (uncontended: only the consume thread uses it).
+    pub fn intake(&self) -> MutexGuard<'_, Intake> {
+        self.intake
             .lock()
-            .expect("revoked lock")
-            .extend(partitions.iter().cloned());
-        self.any_revoked.store(true, Ordering::Release);
-        if self.delivery == Delivery::Fastest || self.shutdown.load(Ordering::Relaxed) {
-            return;
-        }
-        let (done, flushed) = std_mpsc::sync_channel(1);
-        if self
-            .events
-            .blocking_send(Event::Revoked { partitions, done })
-            .is_ok()
-            && flushed.recv_timeout(REVOKE_FLUSH_TIMEOUT).is_err()
-        {
-            tracing::warn!("the flush before a revocation did not finish in time");
-        }
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -221,7 +89,9 @@ impl ConsumerContext for SinkContext {
         );
         let result: KafkaResult<()> = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.position_at_stored(tpl);
+                if !self.intake().assigned(tpl) {
+                    return;
+                }
                 if cooperative {
                     consumer.incremental_assign(tpl)
                 } else {
@@ -229,7 +99,12 @@ impl ConsumerContext for SinkContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                self.revoke(tpl);
+                let partitions = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                self.intake().revoked(partitions, consumer);
                 if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {
@@ -238,7 +113,18 @@ impl ConsumerContext for SinkContext {
             }
             other => {
                 tracing::error!(error = ?other, "rebalance error; dropping the assignment");
-                consumer.unassign()
+                let assignment = consumer.assignment().unwrap_or_default();
+                let partitions = assignment
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                self.intake().revoked(partitions, consumer);
+                if cooperative {
+                    consumer.incremental_unassign(&assignment)
+                } else {
+                    consumer.unassign()
+                }
             }
         };
         if let Err(error) = result {

@@ -6,7 +6,9 @@
 //! - `BatchBuilder`: Kafka messages laid out flat for one component call.
 //! - `Runtime`, `Plugin`, `Converter`: loading, sandboxing and calling converters,
 //!   and checking their untrusted COPY text.
-//! - the pipeline: consume, convert, COPY, commit per delivery mode.
+//! - the pipeline: consume, convert, COPY, commit per delivery mode; every delivery decision
+//!   (what each message is, when to commit, where to resume) is the ledger's, code without
+//!   I/O that a model-based test drives through random interleavings.
 
 mod batch;
 mod bindings;
@@ -19,12 +21,17 @@ mod converter;
 mod copy_rows;
 mod demo;
 mod dlq;
+mod intake;
 mod kafka;
+mod ledger;
+#[cfg(test)]
+mod ledger_model;
 mod metrics;
 mod pipeline;
 mod postgres;
 mod reload;
 mod sink;
+mod stored_offsets;
 mod tls;
 mod writer;
 

@@ -1,27 +1,28 @@
 //! One pipeline: a consume-and-convert thread feeding an async writer.
 //!
-//! The thread polls Kafka, lays a batch out flat, converts it with one
-//! component call and hands the checked rows to the writer; while the writer
-//! runs a COPY, the thread is already converting the next batch.
+//! The thread polls Kafka, admits each message through the ledger (see `ledger.rs`), lays a
+//! batch out flat, converts it with one component call and hands the checked rows to the
+//! writer; while the writer runs a COPY, the thread is already converting the next batch. It
+//! also decides when to commit (buffer full, flush interval, idle, converter swap, revocation,
+//! shutdown) and carries out rewinds, so every delivery decision is made on this one thread.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Headers, Message};
-use rdkafka::topic_partition_list::Offset;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::batch::{BatchBuilder, MessageRef};
 use crate::bindings::Column;
 use crate::conversion::Converter;
-use crate::kafka::{Partition, SinkConsumer};
+use crate::intake::{FlushPolicy, Intake, IntakeError};
+use crate::kafka::SinkConsumer;
 use crate::postgres::DeadLetter;
 use crate::reload::{CanarySample, ConverterSpec};
-use crate::writer::{ConvertedBatch, ConverterId, Event, Stats};
+use crate::writer::{ConvertedBatch, ConverterId, Stats};
 
 /// Most messages per converter call.
 pub const BATCH_MESSAGES: usize = 10_000;
@@ -30,9 +31,9 @@ pub const BATCH_BYTES: usize = 4 << 20;
 /// How long a batch waits to fill before it is converted anyway.
 const BATCH_WAIT: Duration = Duration::from_millis(50);
 
-/// What the consume loop shares with the rest of the pipeline.
+/// What the consume loop works with.
 pub struct ConsumeLoop {
-    /// The Kafka consumer.
+    /// The Kafka consumer; its context holds the pipeline's [`Intake`].
     pub consumer: Arc<SinkConsumer>,
     /// The converter.
     pub converter: Converter,
@@ -44,19 +45,14 @@ pub struct ConsumeLoop {
     pub columns: Vec<Column>,
     /// Where recent messages are offered for reload canaries.
     pub canary: Arc<CanarySample>,
-    /// To the writer.
-    pub events: mpsc::Sender<Event>,
     /// Set to stop.
     pub shutdown: Arc<AtomicBool>,
-    /// Bumped by the writer when the offset fence trips.
-    pub generation: Arc<AtomicU64>,
     /// Counters.
     pub stats: Arc<Stats>,
     /// The sink's name, for metrics.
     pub sink: String,
-    /// Whether messages of revoked partitions must be dropped from a batch
-    /// in the making (not in fastest mode, where they are already committed).
-    pub drop_revoked: bool,
+    /// When to commit.
+    pub policy: FlushPolicy,
 }
 
 /// Why the consume loop stopped abnormally.
@@ -65,49 +61,84 @@ pub enum ConsumeError {
     /// The converter cannot even be instantiated again after a trap.
     #[error(transparent)]
     Plugin(#[from] crate::converter::PluginError),
+    /// A rewind could not be carried out.
+    #[error(transparent)]
+    Intake(IntakeError),
+}
+
+impl From<IntakeError> for ConsumeError {
+    fn from(error: IntakeError) -> Self {
+        ConsumeError::Intake(error)
+    }
 }
 
 impl ConsumeLoop {
-    /// Runs until shutdown or until the writer goes away.
+    /// Runs until shutdown or until the writer goes away; at shutdown, commits what was sent
+    /// and waits for the outcome.
     pub fn run(mut self) -> Result<(), ConsumeError> {
-        let mut builder = BatchBuilder::new();
-        let mut generation = self.generation.load(Ordering::SeqCst);
+        match self.consume() {
+            Ok(()) => {}
+            // The writer's own error says why; the sink reports it.
+            Err(ConsumeError::Intake(IntakeError::WriterGone | IntakeError::ShuttingDown)) => {
+                return Ok(())
+            }
+            Err(error) => return Err(error),
+        }
+        let mut intake = self.consumer.context().intake();
+        match intake.close(&self.consumer) {
+            Ok(()) | Err(IntakeError::WriterGone) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    fn intake(&self) -> MutexGuard<'_, Intake> {
+        self.consumer.context().intake()
+    }
+
+    fn consume(&mut self) -> Result<(), ConsumeError> {
         let mut idle = true;
         tracing::debug!(plugin = %self.converter_id.label, hash = %self.converter_id.hash, "consume loop started");
         while !self.shutdown.load(Ordering::Relaxed) {
+            {
+                let consumer = &self.consumer;
+                let mut intake = consumer.context().intake();
+                intake.check()?;
+                intake.settle(consumer)?;
+                if intake.ledger.rewind_due() {
+                    intake.rewind(consumer)?;
+                }
+            }
             if self.specs.has_changed().unwrap_or(false) {
+                // A commit holds the rows of one converter version only.
+                self.intake().commit(&self.consumer)?;
                 self.swap_converter();
             }
-            let wanted = self.generation.load(Ordering::SeqCst);
-            if wanted != generation {
-                generation = wanted;
-                builder.clear();
-                self.reposition(generation);
-            }
-            if !self.fill(&mut builder) {
-                if !idle {
-                    // Nothing more is coming for now: let the writer commit what it
-                    // holds instead of waiting for the flush interval.
-                    idle = true;
-                    if self.events.blocking_send(Event::Idle).is_err() {
-                        break;
-                    }
+            if !self.fill() {
+                let was_idle = std::mem::replace(&mut idle, true);
+                let mut intake = self.intake();
+                if intake.commit_due(&self.policy, !was_idle) {
+                    intake.commit(&self.consumer)?;
                 }
                 continue;
             }
             idle = false;
-            self.canary.offer(&builder);
-            let source = std::mem::take(&mut builder);
+            let source = {
+                let mut intake = self.intake();
+                if intake.ledger.rewind_due() {
+                    // A revocation's commit failed while the batch was read: it is read again.
+                    continue;
+                }
+                std::mem::take(&mut intake.builder)
+            };
+            self.canary.offer(&source);
             let batch = self.convert(source)?;
             self.stats
                 .messages
                 .fetch_add(batch.messages, Ordering::Relaxed);
-            if self
-                .events
-                .blocking_send(Event::Batch { generation, batch })
-                .is_err()
-            {
-                break;
+            let mut intake = self.intake();
+            intake.send(batch)?;
+            if intake.commit_due(&self.policy, false) {
+                intake.commit(&self.consumer)?;
             }
         }
         Ok(())
@@ -133,11 +164,12 @@ impl ConsumeLoop {
         }
     }
 
-    /// Polls until the batch is full, or the fetched messages run out and
-    /// no more arrive within [`BATCH_WAIT`]. Returns false if it waited in vain.
-    fn fill(&self, builder: &mut BatchBuilder) -> bool {
+    /// Polls until the batch is full, or the fetched messages run out and no more arrive
+    /// within [`BATCH_WAIT`]. Each message passes the ledger first (a rebalance callback may
+    /// run inside any poll and change what it admits). Returns false if it waited in vain.
+    fn fill(&self) -> bool {
         let mut deadline: Option<Instant> = None;
-        while builder.len() < BATCH_MESSAGES && builder.data_len() < BATCH_BYTES {
+        loop {
             // Drain what librdkafka has fetched without reading the clock;
             // wait (up to the deadline) only when its queue is empty.
             let polled = match self.consumer.poll(Duration::ZERO) {
@@ -151,9 +183,10 @@ impl ConsumeLoop {
                     self.consumer.poll(timeout)
                 }
             };
+            let mut intake = self.intake();
             match polled {
                 None => {}
-                Some(Ok(m)) => {
+                Some(Ok(m)) if intake.ledger.admit(m.topic(), m.partition(), m.offset()) => {
                     let headers = m.headers();
                     let message = MessageRef {
                         topic: m.topic(),
@@ -163,7 +196,7 @@ impl ConsumeLoop {
                         key: m.key(),
                         value: m.payload(),
                     };
-                    builder.push(
+                    intake.builder.push(
                         message,
                         headers
                             .iter()
@@ -171,18 +204,19 @@ impl ConsumeLoop {
                             .map(|h| (h.key, h.value)),
                     );
                 }
+                Some(Ok(_)) => {}
                 Some(Err(error)) => {
                     tracing::warn!(%error, "Kafka consumer error");
                 }
             }
-            if self.drop_revoked && self.consumer.context().was_revoked() {
-                let revoked = self.consumer.context().take_revoked();
-                if !revoked.is_empty() && !builder.is_empty() {
-                    retain_assigned(builder, &revoked);
-                }
+            if intake.builder.len() >= BATCH_MESSAGES
+                || intake.builder.data_len() >= BATCH_BYTES
+                || intake.ledger.rewind_due()
+            {
+                break;
             }
         }
-        !builder.is_empty()
+        !self.intake().builder.is_empty()
     }
 
     /// Converts `source` and turns failures into dead letters.
@@ -212,34 +246,6 @@ impl ConsumeLoop {
             converter: self.converter_id.clone(),
         })
     }
-
-    /// After the offset fence tripped: start every assigned partition again
-    /// from the offset stored in the database.
-    fn reposition(&self, generation: u64) {
-        let mut assignment = match self.consumer.assignment() {
-            Ok(tpl) => tpl,
-            Err(error) => {
-                tracing::error!(%error, "cannot read the assignment to re-position");
-                return;
-            }
-        };
-        if !self.consumer.context().position_at_stored(&mut assignment) {
-            return;
-        }
-        for elem in assignment.elements() {
-            if let Offset::Offset(offset) = elem.offset() {
-                if let Err(error) = self.consumer.seek(
-                    elem.topic(),
-                    elem.partition(),
-                    Offset::Offset(offset),
-                    Duration::from_secs(10),
-                ) {
-                    tracing::error!(%error, topic = elem.topic(), partition = elem.partition(), "seek failed");
-                }
-            }
-        }
-        tracing::info!(generation, "re-positioned at the stored offsets");
-    }
 }
 
 /// Per partition, the offset after its last message in the batch.
@@ -268,19 +274,6 @@ fn next_offsets(builder: &BatchBuilder) -> Vec<(String, i32, i64)> {
     next.into_iter()
         .map(|(t, p, o)| (batch.topics[t as usize].clone(), p, o))
         .collect()
-}
-
-/// Drops the messages of `revoked` partitions from a batch in the making.
-fn retain_assigned(builder: &mut BatchBuilder, revoked: &[Partition]) {
-    let revoked: HashSet<(&str, i32)> = revoked.iter().map(|(t, p)| (t.as_str(), *p)).collect();
-    let mut kept = BatchBuilder::new();
-    for i in 0..builder.len() {
-        let m = builder.message(i);
-        if !revoked.contains(&(m.topic, m.partition)) {
-            kept.append_from(builder, i);
-        }
-    }
-    *builder = kept;
 }
 
 #[cfg(test)]
@@ -321,7 +314,7 @@ mod tests {
         push(&mut b, "a", 0, 5);
         push(&mut b, "a", 1, 9);
         push(&mut b, "a", 0, 6);
-        retain_assigned(&mut b, &[("a".into(), 0)]);
+        b.retain(|t, p| !(t == "a" && p == 0));
         assert_eq!(b.len(), 1);
         assert_eq!(b.message(0).offset, 9);
     }

@@ -17,6 +17,7 @@ use tokio_postgres::{Client, NoTls, Socket, Statement};
 use crate::batch::MessageRef;
 use crate::bindings::Column;
 use crate::config::DbConfig;
+use crate::ledger::OffsetMove;
 use crate::tls::{self, Tls};
 
 /// The SQL package, also shipped as `sql/install.sql`.
@@ -192,15 +193,20 @@ pub async fn install(client: &Client) -> Result<(), tokio_postgres::Error> {
     client.batch_execute(INSTALL_SQL).await
 }
 
-/// True when the SQL package is installed.
+/// The version of the SQL package this binary installs (`pgsink N:` in the schema's comment).
+pub const SQL_VERSION: i32 = 2;
+
+/// True when the SQL package is installed, at [`SQL_VERSION`] or newer (an older one lacks
+/// what this binary relies on, e.g. version 2's fence on the start of each flush).
 pub async fn installed(client: &Client) -> Result<bool, tokio_postgres::Error> {
     let row = client
         .query_one(
-            "SELECT to_regprocedure('pgsink.commit_offsets(text,text,text[],integer[],bigint[],bigint[],text)') IS NOT NULL",
+            "SELECT coalesce(substring(obj_description(to_regnamespace('pgsink'), 'pg_namespace')
+                                       FROM '^pgsink ([0-9]+):')::int, 0)",
             &[],
         )
         .await?;
-    Ok(row.get(0))
+    Ok(row.get::<_, i32>(0) >= SQL_VERSION)
 }
 
 /// The sink's target: a table and the columns each row fills, in order.
@@ -311,13 +317,19 @@ impl Target {
             .collect())
     }
 
-    /// Deletes this table's stored offsets (a sink not in synchronized mode
-    /// must not leave stale positions behind). Returns the rows deleted.
-    pub async fn drop_state(&self, client: &Client) -> Result<u64, tokio_postgres::Error> {
+    /// Deletes the stored offsets of `topics` for this table: a sink that is not synchronized
+    /// must not leave stale positions behind, and must not touch other sinks' (another topic's
+    /// synchronized sink may load into the same table). Returns the rows deleted.
+    pub async fn drop_state(
+        &self,
+        client: &Client,
+        topics: &[String],
+    ) -> Result<u64, tokio_postgres::Error> {
         client
             .execute(
-                "DELETE FROM pgsink.offsets WHERE table_schema = $1 AND table_name = $2",
-                &[&self.schema, &self.table],
+                "DELETE FROM pgsink.offsets
+                  WHERE table_schema = $1 AND table_name = $2 AND topic = ANY($3)",
+                &[&self.schema, &self.table, &topics],
             )
             .await
     }
@@ -365,20 +377,6 @@ pub fn storable_text(text: &str) -> std::borrow::Cow<'_, str> {
     } else {
         std::borrow::Cow::Borrowed(text)
     }
-}
-
-/// A partition's offset move in a synchronized flush: from `expected` (None:
-/// no stored row yet) to `next`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OffsetMove {
-    /// Topic.
-    pub topic: String,
-    /// Partition.
-    pub partition: i32,
-    /// The stored offset this process believes is current.
-    pub expected: Option<i64>,
-    /// The offset after the last message of the flush.
-    pub next: i64,
 }
 
 /// What one flush writes, all in one transaction.
@@ -539,7 +537,7 @@ impl Writer {
             let o = data.offsets;
             let topics: Vec<&str> = o.iter().map(|m| m.topic.as_str()).collect();
             let partitions: Vec<i32> = o.iter().map(|m| m.partition).collect();
-            let expected: Vec<Option<i64>> = o.iter().map(|m| m.expected).collect();
+            let from: Vec<i64> = o.iter().map(|m| m.from).collect();
             let next: Vec<i64> = o.iter().map(|m| m.next).collect();
             self.client
                 .execute(
@@ -549,7 +547,7 @@ impl Writer {
                         &self.target.table,
                         &topics,
                         &partitions,
-                        &expected,
+                        &from,
                         &next,
                         &data.plugin_hash,
                     ],

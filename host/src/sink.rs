@@ -1,7 +1,7 @@
 //! `pgsink run`: checks everything, then runs `tasks` pipelines until shutdown.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,11 +12,13 @@ use tokio::sync::watch;
 use crate::bindings::Column;
 use crate::config::{Delivery, PluginConfig, SinkConfig};
 use crate::converter::{Plugin, PluginLimits, Runtime};
-use crate::kafka::{client_config, redact_secrets, OffsetSource, SinkConsumer, SinkContext};
+use crate::intake::{FlushPolicy, Intake};
+use crate::kafka::{client_config, redact_secrets, SinkConsumer, SinkContext};
 use crate::pipeline::ConsumeLoop;
 use crate::postgres::{self, Target, Writer};
 use crate::reload::{CanarySample, ConverterSpec, ReloadStats, Reloader};
-use crate::writer::{ConverterId, Event, SinkWriter, Stats, WriterConfig};
+use crate::stored_offsets::StoredOffsets;
+use crate::writer::{Command, ConverterId, SinkWriter, Stats, WriterConfig};
 
 /// Loads the configured converter: the file in `plugin.path`, or the bundled one.
 pub fn load_plugin(runtime: &Runtime, path: Option<&Path>) -> anyhow::Result<Plugin> {
@@ -63,7 +65,7 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot connect to PostgreSQL at {}", postgres::describe(db)))?;
     if !postgres::installed(&client).await? {
-        tracing::info!("installing the pgsink schema (sql/install.sql)");
+        tracing::info!("installing or upgrading the pgsink schema (sql/install.sql)");
         postgres::install(&client)
             .await
             .context("cannot install the pgsink schema")?;
@@ -83,10 +85,10 @@ pub async fn run(
         version: 0,
     });
     if config.delivery != Delivery::Synchronized {
-        let dropped = target.drop_state(&client).await?;
+        let dropped = target.drop_state(&client, &config.topics).await?;
         if dropped > 0 {
             tracing::warn!(table = %target.qualified(), dropped, delivery = %config.delivery,
-                "dropped the stored synchronized offsets of this table: positions now come from Kafka");
+                "dropped the stored synchronized offsets of these topics for this table: positions now come from Kafka");
         }
     }
     tracing::info!(
@@ -177,7 +179,7 @@ const CONSUMER_CLOSE_TIMEOUT: Duration = Duration::from_secs(20);
 struct RunningPipeline {
     consume: tokio::sync::oneshot::Receiver<Result<(), crate::pipeline::ConsumeError>>,
     write: tokio::task::JoinHandle<Result<(), crate::writer::SinkError>>,
-    stop: tokio::sync::mpsc::Sender<Event>,
+    stop: tokio::sync::mpsc::Sender<Command>,
     consumer: Arc<SinkConsumer>,
 }
 
@@ -199,7 +201,7 @@ impl RunningPipeline {
                 if c.is_err() {
                     shutdown.store(true, Ordering::SeqCst);
                 }
-                let _ = stop.send(Event::Stopped).await;
+                let _ = stop.send(Command::Stop).await;
                 (c, write.await)
             }
             w = &mut write => {
@@ -266,26 +268,24 @@ async fn start_pipeline(
         shutdown,
         stats,
     } = shared;
-    let (events, receiver) = tokio::sync::mpsc::channel(4);
-    let generation = Arc::new(AtomicU64::new(0));
-    let offsets = if config.delivery == Delivery::Synchronized {
-        Some(OffsetSource {
-            client: postgres::connect(&config.db).await?,
-            target: target.clone(),
-            runtime: tokio::runtime::Handle::current(),
-        })
-    } else {
-        None
-    };
-    let context = SinkContext::new(
+    let (commands, receiver) = tokio::sync::mpsc::channel(4);
+    let (outcome_sender, outcomes) = std::sync::mpsc::channel();
+    let stored = (config.delivery == Delivery::Synchronized).then(|| {
+        StoredOffsets::new(
+            config.db.clone(),
+            target.clone(),
+            config.topics.clone(),
+            tokio::runtime::Handle::current(),
+        )
+    });
+    let intake = Intake::new(
         config.delivery,
-        config.topics.clone(),
-        events.clone(),
-        offsets,
+        commands.clone(),
+        outcomes,
+        stored,
         shutdown.clone(),
-        generation.clone(),
-        sink.to_string(),
     );
+    let context = SinkContext::new(intake, sink.to_string());
     let consumer: SinkConsumer = client_config(&config.kafka, config.delivery)
         .create_with_context(context)
         .map_err(|error| {
@@ -304,18 +304,15 @@ async fn start_pipeline(
         WriterConfig {
             db: config.db.clone(),
             delivery: config.delivery,
-            buffer_size: config.buffer_size,
-            flush_interval: config.flush_interval,
             errors_tolerance: config.errors_tolerance,
             max_dead_letters_per_minute: config.max_dead_letters_per_minute,
             sink: sink.to_string(),
         },
         writer,
-        consumer.clone(),
-        generation.clone(),
         shutdown.clone(),
         stats.clone(),
     );
+    let timed = config.delivery != Delivery::Fastest;
     let consume_loop = ConsumeLoop {
         consumer: consumer.clone(),
         converter: {
@@ -326,12 +323,14 @@ async fn start_pipeline(
         specs,
         columns: columns.to_vec(),
         canary,
-        events: events.clone(),
         shutdown: shutdown.clone(),
-        generation,
         stats: stats.clone(),
         sink: sink.to_string(),
-        drop_revoked: config.delivery != Delivery::Fastest,
+        policy: FlushPolicy {
+            buffer_size: config.buffer_size,
+            interval: timed.then_some(config.flush_interval),
+            when_idle: timed,
+        },
     };
     let (consumed, consume) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -342,8 +341,8 @@ async fn start_pipeline(
         .context("cannot start the consume thread")?;
     Ok(RunningPipeline {
         consume,
-        write: tokio::spawn(sink_writer.run(receiver)),
-        stop: events,
+        write: tokio::spawn(sink_writer.run(receiver, outcome_sender)),
+        stop: commands,
         consumer,
     })
 }

@@ -1,48 +1,53 @@
-//! The writer: buffers converted batches and flushes them to PostgreSQL,
-//! committing offsets as the delivery mode says.
+//! The writer: executes what the consume loop decides. It streams converted rows into an
+//! open COPY as they arrive and, on [`Command::Commit`], writes the dead letters and the offset
+//! moves it is given and commits, all in one transaction; then it reports the [`Outcome`].
+//!
+//! It decides nothing about offsets (the ledger does, on the consume thread), so it needs no
+//! Kafka consumer: data flows one way, source → convert → write → commit, and only the outcome
+//! of each commit goes back. A connection that breaks is replaced and the transaction replayed
+//! from the buffered rows; a replay after a commit whose reply was lost trips the offset fence
+//! (the stored offset already moved), which the consume loop handles like any fence trip.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use crate::batch::BatchBuilder;
 use crate::config::{DbConfig, Delivery, ErrorTolerance};
-use crate::kafka::{Partition, SinkConsumer};
-use crate::postgres::{DbError, DeadLetter, FlushData, OffsetMove, Writer};
+use crate::ledger::OffsetMove;
+use crate::postgres::{DbError, DeadLetter, FlushData, Writer};
 
-/// What the consume loop and the rebalance callbacks tell the writer, in order.
-pub enum Event {
-    /// Partitions were assigned; their stored offsets (None: no stored row).
-    Assigned {
-        /// The reset generation these positions belong to.
-        generation: u64,
-        /// Topic, partition and stored offset.
-        partitions: Vec<(String, i32, Option<i64>)>,
-    },
-    /// A converted batch.
-    Batch {
-        /// The reset generation the batch was read in.
-        generation: u64,
+/// What the consume loop tells the writer, in order.
+pub enum Command {
+    /// Converted rows of `epoch`, to stream into the open transaction.
+    Rows {
+        /// The ledger's epoch when the batch was read; older epochs are discarded.
+        epoch: u64,
         /// The rows, dead letters and positions.
         batch: ConvertedBatch,
     },
-    /// The consume loop has stopped: flush what is left and end.
-    Stopped,
-    /// The consumer found nothing new for a while: flush now (not in fastest mode).
-    Idle,
-    /// Partitions are being revoked: flush, then answer on `done`.
-    Revoked {
-        /// The partitions leaving this consumer.
-        partitions: Vec<Partition>,
-        /// Signalled when the flush is over.
-        done: std_mpsc::SyncSender<()>,
+    /// Commit everything streamed since the last commit, with these offset moves.
+    Commit {
+        /// The ledger's epoch of the rows it covers.
+        epoch: u64,
+        /// Per partition, the messages `[from, next)` the commit loads.
+        moves: Vec<OffsetMove>,
     },
+    /// The consume loop has ended: discard anything uncommitted and stop.
+    Stop,
+}
+
+/// How a [`Command::Commit`] ended, when the sink goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The rows, dead letters and offsets are in the database.
+    Committed,
+    /// Nothing was committed and the rows are discarded: the offset fence tripped, or the rows
+    /// belonged to an epoch that a rewind abandoned.
+    Discarded,
 }
 
 /// A batch after conversion, ready to buffer.
@@ -96,10 +101,6 @@ pub struct WriterConfig {
     pub db: DbConfig,
     /// Delivery mode.
     pub delivery: Delivery,
-    /// Flush when this many bytes of COPY text are buffered.
-    pub buffer_size: usize,
-    /// Flush at least this often (guaranteed and synchronized).
-    pub flush_interval: Duration,
     /// What to do with a bad message.
     pub errors_tolerance: ErrorTolerance,
     /// Stop if more dead letters than this are committed within a minute.
@@ -145,7 +146,6 @@ struct Pending {
     rows: u64,
     messages: u64,
     dead_letters: Vec<DeadLetter>,
-    next_offsets: HashMap<Partition, i64>,
     /// The converter of every pending batch (one per flush).
     converter: Arc<ConverterId>,
 }
@@ -156,9 +156,6 @@ impl Pending {
         self.rows += batch.rows;
         self.messages += batch.messages;
         self.dead_letters.extend(batch.dead_letters);
-        for (topic, partition, next) in batch.next_offsets {
-            self.next_offsets.insert((topic, partition), next);
-        }
         self.converter = batch.converter;
         self.batches.push(PendingBatch {
             copy_text: batch.copy_text,
@@ -168,7 +165,18 @@ impl Pending {
     }
 
     fn is_empty(&self) -> bool {
-        self.next_offsets.is_empty()
+        self.batches.is_empty() && self.dead_letters.is_empty()
+    }
+
+    /// What a flush of these rows writes: `chunks` of them, the dead letters, `offsets`.
+    fn data<'a>(&'a self, chunks: &'a [Bytes], offsets: &'a [OffsetMove]) -> FlushData<'a> {
+        FlushData {
+            copy_chunks: chunks,
+            dead_letters: &self.dead_letters,
+            offsets,
+            plugin: &self.converter.label,
+            plugin_hash: &self.converter.hash,
+        }
     }
 
     /// The COPY text of every batch that has rows.
@@ -204,13 +212,11 @@ impl Pending {
 pub struct SinkWriter {
     config: WriterConfig,
     writer: Writer,
-    consumer: Arc<SinkConsumer>,
     pending: Pending,
-    /// Synchronized: the stored offset this process believes each partition is at.
-    stored: HashMap<Partition, Option<i64>>,
-    generation: Arc<AtomicU64>,
-    /// After a fence trip: drop batches until the consumer re-positions.
-    resetting: bool,
+    /// The epoch of the pending rows.
+    pending_epoch: u64,
+    /// Rows and commits of older epochs are discarded (a commit of the epoch before failed).
+    min_epoch: u64,
     /// The pending rows are being streamed into an open COPY.
     streaming: bool,
     shutdown: Arc<AtomicBool>,
@@ -224,19 +230,15 @@ impl SinkWriter {
     pub fn new(
         config: WriterConfig,
         writer: Writer,
-        consumer: Arc<SinkConsumer>,
-        generation: Arc<AtomicU64>,
         shutdown: Arc<AtomicBool>,
         stats: Arc<Stats>,
     ) -> Self {
         SinkWriter {
             config,
             writer,
-            consumer,
             pending: Pending::default(),
-            stored: HashMap::new(),
-            generation,
-            resetting: false,
+            pending_epoch: 0,
+            min_epoch: 0,
             streaming: true,
             shutdown,
             stats,
@@ -244,92 +246,84 @@ impl SinkWriter {
         }
     }
 
-    /// Runs until the consume loop hangs up, then flushes what is left.
-    pub async fn run(mut self, mut events: mpsc::Receiver<Event>) -> Result<(), SinkError> {
-        let timed = self.config.delivery != Delivery::Fastest;
-        let mut ticker = tokio::time::interval(self.config.flush_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                event = events.recv() => match event {
-                    None | Some(Event::Stopped) => break,
-                    Some(event) => self.handle(event).await?,
-                },
-                _ = ticker.tick(), if timed => {
-                    if !self.pending.is_empty() {
-                        self.flush().await?;
+    /// Executes commands until [`Command::Stop`] or until the consume loop hangs up, reporting
+    /// the outcome of every commit on `outcomes`. An error stops the sink; what is not
+    /// committed then is discarded (its offsets are not committed either).
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        outcomes: std_mpsc::Sender<Outcome>,
+    ) -> Result<(), SinkError> {
+        while let Some(command) = commands.recv().await {
+            match command {
+                Command::Rows { epoch, batch } => {
+                    if self.current(epoch).await {
+                        self.add(batch).await?;
                     }
                 }
+                Command::Commit { epoch, moves } => {
+                    let outcome = if self.current(epoch).await {
+                        self.flush(&moves).await?
+                    } else {
+                        Outcome::Discarded
+                    };
+                    if outcome == Outcome::Discarded {
+                        self.min_epoch = self.min_epoch.max(epoch + 1);
+                    }
+                    if outcomes.send(outcome).is_err() {
+                        break;
+                    }
+                }
+                Command::Stop => break,
             }
         }
-        if !self.pending.is_empty() {
-            self.flush().await?;
-        }
+        self.discard().await;
         Ok(())
     }
 
-    async fn handle(&mut self, event: Event) -> Result<(), SinkError> {
-        match event {
-            Event::Assigned {
-                generation,
-                partitions,
-            } => {
-                if generation >= self.generation.load(Ordering::SeqCst) {
-                    self.resetting = false;
-                }
-                for (topic, partition, stored) in partitions {
-                    self.stored.insert((topic, partition), stored);
-                }
+    /// False for a command of an abandoned epoch; a newer epoch discards what is pending.
+    async fn current(&mut self, epoch: u64) -> bool {
+        if epoch < self.min_epoch || epoch < self.pending_epoch {
+            return false;
+        }
+        if epoch > self.pending_epoch {
+            self.discard().await;
+            self.pending_epoch = epoch;
+        }
+        true
+    }
+
+    /// Drops the pending rows and rolls back their open transaction.
+    async fn discard(&mut self) {
+        if !self.pending.is_empty() {
+            tracing::debug!(
+                rows = self.pending.rows,
+                "discarding uncommitted rows of an abandoned epoch"
+            );
+        }
+        self.pending = Pending::default();
+        self.writer.abort().await;
+        self.streaming = true;
+    }
+
+    /// Buffers a batch and streams its rows into the open COPY.
+    async fn add(&mut self, batch: ConvertedBatch) -> Result<(), SinkError> {
+        if self.config.errors_tolerance == ErrorTolerance::None {
+            if let Some(bad) = batch.dead_letters.first() {
+                return Err(SinkError::BadMessage(format!(
+                    "message {}[{}]@{} failed: {}",
+                    bad.topic, bad.partition, bad.offset, bad.reason
+                )));
             }
-            Event::Batch { generation, batch } => {
-                if self.resetting || generation < self.generation.load(Ordering::SeqCst) {
-                    return Ok(());
-                }
-                if self.config.errors_tolerance == ErrorTolerance::None {
-                    if let Some(bad) = batch.dead_letters.first() {
-                        return Err(SinkError::BadMessage(format!(
-                            "message {}[{}]@{} failed: {}",
-                            bad.topic, bad.partition, bad.offset, bad.reason
-                        )));
-                    }
-                }
-                if !self.pending.is_empty()
-                    && self.pending.converter.version != batch.converter.version
-                {
-                    // A flush holds the output of one converter version only.
-                    self.flush().await?;
-                }
-                let rows = batch.copy_text.clone();
-                self.pending.add(batch);
-                if self.streaming && !rows.is_empty() {
-                    if let Err(error) = self.writer.stream(rows).await {
-                        tracing::warn!(%error, "streaming COPY failed; the flush retries from the buffer");
-                        self.writer.abort().await;
-                        self.streaming = false;
-                    }
-                }
-                if self.pending.bytes >= self.config.buffer_size {
-                    self.flush().await?;
-                }
+        }
+        let rows = batch.copy_text.clone();
+        self.pending.add(batch);
+        if self.streaming && !rows.is_empty() {
+            if let Err(error) = self.writer.stream(rows).await {
+                tracing::warn!(%error, "streaming COPY failed; the flush retries from the buffer");
+                self.writer.abort().await;
+                self.streaming = false;
             }
-            Event::Revoked { partitions, done } => {
-                if !self.pending.is_empty() {
-                    if let Err(error) = self.flush().await {
-                        tracing::warn!(%error, "flush before revocation failed; the new owner re-reads from the last committed offsets");
-                        self.pending = Pending::default();
-                    }
-                }
-                for p in &partitions {
-                    self.stored.remove(p);
-                }
-                let _ = done.send(());
-            }
-            Event::Idle => {
-                if self.config.delivery != Delivery::Fastest && !self.pending.is_empty() {
-                    self.flush().await?;
-                }
-            }
-            Event::Stopped => {}
         }
         Ok(())
     }
@@ -350,43 +344,21 @@ impl SinkWriter {
         Ok(())
     }
 
-    /// The offset moves of the pending flush (synchronized delivery).
-    fn offset_moves(&self) -> Vec<OffsetMove> {
-        if self.config.delivery != Delivery::Synchronized {
-            return Vec::new();
-        }
-        self.pending
-            .next_offsets
-            .iter()
-            .map(|((topic, partition), next)| OffsetMove {
-                topic: topic.clone(),
-                partition: *partition,
-                expected: self
-                    .stored
-                    .get(&(topic.clone(), *partition))
-                    .copied()
-                    .flatten(),
-                next: *next,
-            })
-            .collect()
-    }
-
-    /// Commits everything pending in one transaction: the streamed COPY if it
-    /// is intact, otherwise all of it again. Connection failures are retried
-    /// with backoff on fresh connections; rows PostgreSQL rejects are isolated
-    /// and dead-lettered (`errors.tolerance = all`).
-    async fn flush(&mut self) -> Result<(), SinkError> {
+    /// Commits everything pending in one transaction with `moves` (written in synchronized
+    /// delivery only): the streamed COPY if it is intact, otherwise all of it again. Connection
+    /// failures are retried with backoff on fresh connections; rows PostgreSQL rejects are
+    /// isolated and dead-lettered (`errors.tolerance = all`), and a retry after that replays
+    /// only the rows that were accepted.
+    async fn flush(&mut self, moves: &[OffsetMove]) -> Result<Outcome, SinkError> {
         self.check_dead_letter_rate(self.pending.dead_letters.len() as u64)?;
-        let offsets = self.offset_moves();
-        let chunks = self.pending.chunks();
+        let offsets: &[OffsetMove] = if self.config.delivery == Delivery::Synchronized {
+            moves
+        } else {
+            &[]
+        };
+        let mut chunks = self.pending.chunks();
         let mut result = {
-            let data = FlushData {
-                copy_chunks: &chunks,
-                dead_letters: &self.pending.dead_letters,
-                offsets: &offsets,
-                plugin: &self.pending.converter.label,
-                plugin_hash: &self.pending.converter.hash,
-            };
+            let data = self.pending.data(&chunks, offsets);
             if self.streaming {
                 self.writer.finish(&data).await
             } else {
@@ -403,11 +375,9 @@ impl SinkWriter {
             match result {
                 Ok(()) => break,
                 Err(DbError::Fenced(reason)) => {
-                    tracing::warn!(%reason, "another process moved the stored offsets; rolled back, re-reading from the stored offsets");
+                    tracing::warn!(%reason, "offset fence tripped: the stored offsets are not where this flush starts; rolled back, every partition resumes from the database");
                     self.pending = Pending::default();
-                    self.resetting = true;
-                    self.generation.fetch_add(1, Ordering::SeqCst);
-                    return Ok(());
+                    return Ok(Outcome::Discarded);
                 }
                 Err(error) if error.is_retryable() => {
                     if self.shutdown.load(Ordering::Relaxed)
@@ -425,13 +395,7 @@ impl SinkWriter {
                             continue;
                         }
                     }
-                    let data = FlushData {
-                        copy_chunks: &chunks,
-                        dead_letters: &self.pending.dead_letters,
-                        offsets: &offsets,
-                        plugin: &self.pending.converter.label,
-                        plugin_hash: &self.pending.converter.hash,
-                    };
+                    let data = self.pending.data(&chunks, offsets);
                     result = self.writer.flush(&data).await;
                 }
                 Err(DbError::Data(reason))
@@ -439,7 +403,22 @@ impl SinkWriter {
                 {
                     tracing::warn!(%reason, rows = self.pending.rows, "PostgreSQL rejected a row; isolating the rejected messages");
                     isolated = true;
-                    result = self.flush_isolating(&offsets).await;
+                    result = match self.flush_isolating(offsets).await {
+                        Ok(accepted) => {
+                            chunks = accepted;
+                            Ok(())
+                        }
+                        Err((Some(accepted), error)) => {
+                            chunks = accepted;
+                            Err(error)
+                        }
+                        Err((None, error)) => {
+                            // The connection broke before the rejected rows were known: the
+                            // retry may isolate them again.
+                            isolated = false;
+                            Err(error)
+                        }
+                    };
                 }
                 Err(error) => return Err(SinkError::Flush(error)),
             }
@@ -453,8 +432,8 @@ impl SinkWriter {
             pending.bytes,
             started.elapsed(),
         );
-        for ((topic, partition), next) in &pending.next_offsets {
-            crate::metrics::committed(&self.config.sink, topic, *partition, *next);
+        for m in moves {
+            crate::metrics::committed(&self.config.sink, &m.topic, m.partition, m.next);
         }
         self.stats.rows.fetch_add(pending.rows, Ordering::Relaxed);
         self.stats
@@ -467,24 +446,28 @@ impl SinkWriter {
             dead_letters = pending.dead_letters.len(),
             "flushed"
         );
-        for m in &offsets {
-            self.stored
-                .insert((m.topic.clone(), m.partition), Some(m.next));
-        }
-        if self.config.delivery != Delivery::Fastest {
-            self.commit_kafka(&pending.next_offsets);
-        }
-        Ok(())
+        Ok(Outcome::Committed)
     }
 
     /// Loads the pending rows message by message group, bisecting with
     /// savepoints, so that only the messages whose rows PostgreSQL rejects
-    /// go to the dead-letter table; then commits as usual.
-    async fn flush_isolating(&mut self, offsets: &[OffsetMove]) -> Result<(), DbError> {
+    /// go to the dead-letter table; then commits as usual. Returns the rows of
+    /// the accepted messages (what a retry on a new connection loads), also with
+    /// an error once the rejected messages are known.
+    async fn flush_isolating(
+        &mut self,
+        offsets: &[OffsetMove],
+    ) -> Result<Vec<Bytes>, (Option<Vec<Bytes>>, DbError)> {
         let groups = self.pending.message_groups();
         let rows: Vec<Bytes> = groups.iter().map(|(_, _, rows)| rows.clone()).collect();
-        let rejected = self.writer.copy_isolating(&rows).await?;
+        let rejected = self
+            .writer
+            .copy_isolating(&rows)
+            .await
+            .map_err(|e| (None, e))?;
+        let mut refused = vec![false; groups.len()];
         for (group, reason) in rejected {
+            refused[group] = true;
             let (batch, message, rows) = &groups[group];
             let source = &self.pending.batches[*batch].source;
             let m = source.message(*message as usize);
@@ -496,27 +479,16 @@ impl SinkWriter {
                 format!("PostgreSQL rejected the row: {reason}"),
             ));
         }
-        let data = FlushData {
-            copy_chunks: &[],
-            dead_letters: &self.pending.dead_letters,
-            offsets,
-            plugin: &self.pending.converter.label,
-            plugin_hash: &self.pending.converter.hash,
-        };
-        self.writer.finish(&data).await
-    }
-
-    /// Commits the flushed positions to Kafka: the position itself in
-    /// guaranteed mode, a copy for lag tools in synchronized mode.
-    fn commit_kafka(&self, next_offsets: &HashMap<Partition, i64>) {
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), next) in next_offsets {
-            if let Err(error) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
-                tracing::warn!(%error, "cannot build the Kafka commit");
-            }
-        }
-        if let Err(error) = self.consumer.commit(&tpl, CommitMode::Async) {
-            tracing::debug!(%error, "Kafka offset commit failed (partitions may have moved)");
+        let accepted: Vec<Bytes> = groups
+            .into_iter()
+            .zip(refused)
+            .filter(|(_, refused)| !refused)
+            .map(|((_, _, rows), _)| rows)
+            .collect();
+        let data = self.pending.data(&[], offsets);
+        match self.writer.finish(&data).await {
+            Ok(()) => Ok(accepted),
+            Err(error) => Err((Some(accepted), error)),
         }
     }
 }

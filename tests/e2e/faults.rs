@@ -66,14 +66,21 @@ fn progress(s: &Scene, mode: &str) -> i64 {
 /// Every kill must land mid-stream (messages still to load). synchronized: after each kill the
 /// table and the stored offsets agree, and the end is exactly once; guaranteed: nothing
 /// missing at the end.
-fn kill9_many(name: &str, mode: &str, plan: Plan, kills: usize) {
+///
+/// `strategy` sets `partition.assignment.strategy` (e.g. `cooperative-sticky`: incremental
+/// rebalances, where a restarted member takes partitions from a live one mid-stream).
+fn kill9_many(name: &str, mode: &str, plan: Plan, kills: usize, strategy: Option<&str>) {
     let mut s = Scene::new(name, Broker::mock(), &plan);
     let total = plan.total() as i64;
     let ids = plan.ids();
     // The scene's group settings (a 6 s session, Kafka's minimum): a killed member holds its
     // partitions until then. A 2 s session stalled the first join on the mock broker in one run
     // of three (no assignment for 120 s), so the producer is paced to outlast the slower cycles.
-    let cfg = s.config(mode).render();
+    let mut cfg = s.config(mode);
+    if let Some(strategy) = strategy {
+        cfg = cfg.kafka("partition.assignment.strategy", strategy);
+    }
+    let cfg = cfg.render();
     let mut rng = Rng::from_env(&s.ctx);
     let t0 = Instant::now();
     let mut mid_stream = 0;
@@ -146,19 +153,35 @@ fn progress_of(pg: &Pg, table: &Table, mode: &str) -> i64 {
     }
 }
 
+/// 200 000 messages on 8 partitions, most of them produced while the sink is killed.
+const KILL_PLAN: Plan = Plan {
+    partitions: 8,
+    initial: 20_000,
+    during: 180_000,
+    rate: 700,
+};
+
 /// 20 kill -9s during a 200 000-message run: exactly once.
 #[test]
 fn synchronized_kill9_x20_200k_mock() {
     kill9_many(
         "synchronized_kill9_x20_200k_mock",
         "synchronized",
-        Plan {
-            partitions: 8,
-            initial: 20_000,
-            during: 180_000,
-            rate: 700,
-        },
+        KILL_PLAN,
         20,
+        None,
+    );
+}
+
+/// The same with incremental (cooperative-sticky) rebalances: exactly once.
+#[test]
+fn synchronized_kill9_x20_200k_cooperative_mock() {
+    kill9_many(
+        "synchronized_kill9_x20_200k_cooperative_mock",
+        "synchronized",
+        KILL_PLAN,
+        20,
+        Some("cooperative-sticky"),
     );
 }
 
@@ -168,13 +191,9 @@ fn guaranteed_kill9_x20_200k_mock() {
     kill9_many(
         "guaranteed_kill9_x20_200k_mock",
         "guaranteed",
-        Plan {
-            partitions: 8,
-            initial: 20_000,
-            during: 180_000,
-            rate: 700,
-        },
+        KILL_PLAN,
         20,
+        None,
     );
 }
 

@@ -22,6 +22,7 @@ mod delivery;
 mod errors;
 mod faults;
 mod hostile_input;
+mod interleavings;
 mod operations;
 mod restart;
 mod sandbox;

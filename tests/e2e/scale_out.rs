@@ -5,20 +5,19 @@
 use crate::harness::*;
 use crate::restart::{Plan, Scene};
 
-/// The partitions of a process's latest assignment, from its log line
-/// `assigned; starting from … partitions=[("topic", 3, Some(120)), …]`.
+/// The partitions a process holds, from its latest log line
+/// `holding partitions=[("topic", 3), …]` (written after every assignment and revocation, so
+/// it is right for incremental rebalances too).
 fn latest_assignment(stderr: &str) -> Option<Vec<i32>> {
-    let line = stderr
-        .lines()
-        .rev()
-        .find(|l| l.contains("assigned; starting from"))?;
+    let line = stderr.lines().rev().find(|l| l.contains(" holding "))?;
     let list = &line[line.find("partitions=[")? + "partitions=[".len()..];
     let list = &list[..list.find(']')?];
     let mut partitions = Vec::new();
     for entry in list.split("(\"").skip(1) {
-        // `topic", 3, Some(120)), ` → the second field.
-        let number = entry.split(',').nth(1)?.trim();
-        partitions.push(number.parse().ok()?);
+        // `topic", 3), ` → the number after the topic.
+        let number = entry.split("\", ").nth(1)?;
+        let number = &number[..number.find(')')?];
+        partitions.push(number.trim().parse().ok()?);
     }
     Some(partitions)
 }
@@ -59,21 +58,35 @@ fn wait_split(s: &Scene, partitions: i32, sinks: &mut [(&str, &mut Sink)], why: 
 /// message lands exactly once, with the stored offsets at the end of every partition.
 #[test]
 fn scale_out_three_processes_two_rebalances_mock() {
+    scale_out(
+        "scale_out_three_processes_two_rebalances_mock",
+        "range,roundrobin",
+    );
+}
+
+/// The same with incremental rebalances (cooperative-sticky): a leaving or joining member
+/// moves only some partitions, the others keep loading through the rebalance.
+#[test]
+fn scale_out_three_processes_two_rebalances_cooperative_mock() {
+    scale_out(
+        "scale_out_three_processes_two_rebalances_cooperative_mock",
+        "cooperative-sticky",
+    );
+}
+
+fn scale_out(name: &str, strategy: &str) {
     let plan = Plan {
         partitions: 12,
         initial: 30_000,
         during: 60_000,
         rate: 2_000,
     };
-    let mut s = Scene::new(
-        "scale_out_three_processes_two_rebalances_mock",
-        Broker::mock(),
-        &plan,
-    );
+    let mut s = Scene::new(name, Broker::mock(), &plan);
     let cfg = s
         .config("synchronized")
         .kafka("session.timeout.ms", "6000")
         .kafka("heartbeat.interval.ms", "500")
+        .kafka("partition.assignment.strategy", strategy)
         .render();
     let mut a = s.ctx.start_sink("a", &cfg);
     let mut b = s.ctx.start_sink("b", &cfg);
@@ -129,11 +142,10 @@ fn scale_out_three_processes_two_rebalances_mock() {
 
 #[test]
 fn scale_out_parses_assignment_lines() {
-    let log = "2026-11-27T11:00:00Z  INFO pgsink::kafka: assigned; starting from the offsets \
-               stored in PostgreSQL (none: Kafka's committed offset or auto.offset.reset) \
-               partitions=[(\"t\", 3, Some(120)), (\"t\", 7, None)]\n";
+    let log = "2026-11-27T11:00:00Z  INFO pgsink::intake: holding partitions=[(\"t\", 3), (\"t\", 7)]\n\
+               2026-11-27T11:00:01Z  INFO pgsink::intake: partitions revoked partitions=[(\"t\", 1)]\n";
     assert_eq!(latest_assignment(log), Some(vec![3, 7]));
-    let empty = log.replace("(\"t\", 3, Some(120)), (\"t\", 7, None)", "");
+    let empty = log.replace("(\"t\", 3), (\"t\", 7)", "");
     assert_eq!(latest_assignment(&empty), Some(vec![]));
     assert_eq!(latest_assignment("nothing here"), None);
 }
