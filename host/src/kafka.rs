@@ -18,6 +18,7 @@ use rdkafka::ClientContext;
 
 use crate::config::{is_secret_key, Delivery};
 use crate::intake::Intake;
+use crate::ledger::Partition;
 
 /// The consumer type of a pipeline.
 pub type SinkConsumer = BaseConsumer<SinkContext>;
@@ -99,12 +100,7 @@ impl ConsumerContext for SinkContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                let partitions = tpl
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_string(), e.partition()))
-                    .collect();
-                self.intake().revoked(partitions, consumer);
+                self.intake().revoked(partitions_of(tpl), consumer);
                 if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {
@@ -114,12 +110,7 @@ impl ConsumerContext for SinkContext {
             other => {
                 tracing::error!(error = ?other, "rebalance error; dropping the assignment");
                 let assignment = consumer.assignment().unwrap_or_default();
-                let partitions = assignment
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_string(), e.partition()))
-                    .collect();
-                self.intake().revoked(partitions, consumer);
+                self.intake().revoked(partitions_of(&assignment), consumer);
                 if cooperative {
                     consumer.incremental_unassign(&assignment)
                 } else {
@@ -131,6 +122,14 @@ impl ConsumerContext for SinkContext {
             tracing::error!(%error, "cannot apply the rebalance");
         }
     }
+}
+
+/// The topics and partitions of `tpl`.
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<Partition> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
 }
 
 /// `message` (a librdkafka error) with the values of secret `kafka.*`

@@ -9,8 +9,6 @@
 //! or a non-zero exit naming the failure, after which a restart ends exactly once).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -76,14 +74,18 @@ fn lines_with(text: &str, needle: &str) -> usize {
     text.lines().filter(|l| l.contains(needle)).count()
 }
 
-/// Waits until a line containing `needle` appears in the sink's stderr for the `n`-th time.
+/// Waits until a line containing `needle` appears in the sink's stderr for the `n`-th time
+/// (fails if the sink exits first; the line may be its last before a deliberate exit).
 fn wait_log(ctx: &Ctx, sink: &mut Sink, needle: &str, n: usize, timeout: Duration) {
     let took = wait_for(
         timeout,
         &format!("{}: log line {needle:?} #{n}", sink.label),
         || {
+            if lines_with(&sink.stderr(), needle) >= n {
+                return true;
+            }
             sink.assert_running(&format!("waiting for {needle:?}"));
-            lines_with(&sink.stderr(), needle) >= n
+            false
         },
     );
     ctx.note(format!(
@@ -97,25 +99,6 @@ fn wait_log(ctx: &Ctx, sink: &mut Sink, needle: &str, n: usize, timeout: Duratio
 fn stored_at_end(pg: &Pg, t: &Table, ends: &BTreeMap<(String, i32), i64>) -> bool {
     let stored = pg.stored_offsets(t);
     ends.iter().all(|(tp, end)| stored.get(tp) == Some(end))
-}
-
-/// `GET path` on 127.0.0.1:`port`; the body of a 200 answer.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream
-        .set_write_timeout(Some(Duration::from_secs(5)))
-        .ok()?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).ok()?;
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    if !head.lines().next()?.contains(" 200") {
-        return None;
-    }
-    Some(body.to_string())
 }
 
 /// The sum of the samples of counter `name` in a Prometheus text body.

@@ -2,33 +2,9 @@
 //! letters and `pgsink dlq redrive`), and several sinks in one process.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
-
-/// GET `path` from `127.0.0.1:port` with a plain HTTP/1.0 request; the body, or None when
-/// the server does not answer (yet) or answers with another status than 200.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream
-        .set_write_timeout(Some(Duration::from_secs(5)))
-        .ok()?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).ok()?;
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.lines().next()?;
-    if !status.contains(" 200") {
-        eprintln!("GET {path}: {status}");
-        return None;
-    }
-    Some(body.to_string())
-}
 
 /// The samples of metric `name` (exact name, not `_bucket` etc.) whose labels contain every
 /// `label="value"` of `labels`: (label text, value).

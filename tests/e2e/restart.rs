@@ -409,6 +409,15 @@ fn synchronized_broker_down_big_prefetch_mock() {
     );
 }
 
+/// The same with incremental rebalancing: the session timeout revokes the partitions as lost.
+#[test]
+fn synchronized_broker_down_cooperative_mock() {
+    broker_down(
+        "synchronized_broker_down_cooperative_mock",
+        &[("partition.assignment.strategy", "cooperative-sticky")],
+    );
+}
+
 fn broker_down(name: &str, kafka: &[(&str, &str)]) {
     let plan = Plan {
         partitions: 4,
@@ -513,18 +522,31 @@ fn synchronized_db_connection_lost_mock() {
 /// leaving each rebalance the partitions between live processes; every message exactly once.
 #[test]
 fn synchronized_same_group_rebalance_mock() {
+    same_group_rebalance("synchronized_same_group_rebalance_mock", "range,roundrobin");
+}
+
+/// The same with incremental rebalancing (cooperative-sticky): `a` keeps loading the
+/// partitions it keeps while `b` joins.
+#[test]
+fn synchronized_same_group_rebalance_cooperative_mock() {
+    same_group_rebalance(
+        "synchronized_same_group_rebalance_cooperative_mock",
+        "cooperative-sticky",
+    );
+}
+
+fn same_group_rebalance(name: &str, strategy: &str) {
     let plan = Plan {
         partitions: 6,
         initial: 30_000,
         during: 30_000,
         rate: 1_000,
     };
-    let mut s = Scene::new(
-        "synchronized_same_group_rebalance_mock",
-        Broker::mock(),
-        &plan,
-    );
-    let cfg = s.config("synchronized").render();
+    let mut s = Scene::new(name, Broker::mock(), &plan);
+    let cfg = s
+        .config("synchronized")
+        .kafka("partition.assignment.strategy", strategy)
+        .render();
     let mut a = s.ctx.start_sink("a", &cfg);
     s.pg.wait_rows(&s.table, 1, LONG, &mut [&mut a]);
     let mut b = s.ctx.start_sink("b", &cfg);
