@@ -338,7 +338,11 @@ impl Intake {
                 }
             }
         }
-        self.ledger.forget(&partitions);
+        if self.delivery == Delivery::Fastest {
+            self.ledger.release_keeping_rows(&partitions);
+        } else {
+            self.ledger.forget(&partitions);
+        }
         self.log_holding();
     }
 }

@@ -69,6 +69,11 @@ pub struct Ledger {
     parts: BTreeMap<String, BTreeMap<i32, Range>>,
     /// Data was handed to the writer since the last [`plan`](Self::plan).
     fresh: bool,
+    /// The writer holds rows of partitions released without a commit, kept on purpose (fastest
+    /// delivery: their offsets are auto-committed, so the rows are loaded, not read again).
+    released_rows: bool,
+    /// Those partitions (their messages may still be in the batch being built).
+    released: Vec<Partition>,
     /// Moves on with every rewind; the writer drops data of older epochs.
     epoch: u64,
     /// The commit handed to the writer whose outcome is not known yet.
@@ -117,6 +122,7 @@ impl Ledger {
     /// says (None). A partition assigned again without being revoked makes a rewind due.
     pub fn assign(&mut self, partitions: impl IntoIterator<Item = (Partition, Option<i64>)>) {
         for (partition, start) in partitions {
+            self.released.retain(|r| *r != partition);
             let (topic, partition) = partition;
             let ranges = self.parts.entry(topic).or_default();
             let old = ranges.get(&partition).and_then(|r| r.from);
@@ -148,6 +154,23 @@ impl Ledger {
             .iter()
             .any(|p| self.get(p).is_some_and(|r| r.pending().is_some()));
         owns_data || self.inflight.is_some()
+    }
+
+    /// Partitions are released in fastest delivery, where Kafka has auto-committed what was
+    /// read: the rows the writer holds of them are loaded with the next commit (reading them
+    /// again is up to the new owner, who starts after them).
+    pub fn release_keeping_rows(&mut self, partitions: &[Partition]) {
+        self.released.extend(partitions.iter().cloned());
+        for (topic, partition) in partitions {
+            if let Some(ps) = self.parts.get_mut(topic) {
+                if ps.remove(partition).is_some_and(|r| r.pending().is_some()) {
+                    self.released_rows = true;
+                }
+                if ps.is_empty() {
+                    self.parts.remove(topic);
+                }
+            }
+        }
     }
 
     /// Partitions are released (after [`revoke`](Self::revoke) and its commit). If the writer
@@ -190,9 +213,17 @@ impl Ledger {
     /// A batch went to the writer; `next` is, per partition, the offset after its last message.
     pub fn sent<'a>(&mut self, next: impl IntoIterator<Item = (&'a str, i32, i64)>) {
         for (topic, partition, next) in next {
+            let released = self
+                .released
+                .iter()
+                .any(|(t, p)| t == topic && *p == partition);
             match self.get_mut(topic, partition) {
                 Some(range) if range.read.is_some_and(|read| next <= read) => {
                     range.sent = Some(range.sent.map_or(next, |sent| sent.max(next)));
+                    self.fresh = true;
+                }
+                None if released => {
+                    self.released_rows = true;
                     self.fresh = true;
                 }
                 // Data the ledger did not admit reached the writer: it must not be committed.
@@ -230,9 +261,10 @@ impl Ledger {
                 })
             })
             .collect();
-        if moves.is_empty() {
+        if moves.is_empty() && !std::mem::take(&mut self.released_rows) {
             return None;
         }
+        self.released_rows = false;
         self.inflight = Some(moves.clone());
         Some(moves)
     }
@@ -274,6 +306,8 @@ impl Ledger {
         self.epoch += 1;
         self.rewind_due = false;
         self.fresh = false;
+        self.released_rows = false;
+        self.released.clear();
         self.inflight = None;
         self.parts
             .iter_mut()
@@ -418,6 +452,32 @@ mod tests {
         let resume = l.rewind();
         assert_eq!(resume.len(), 1);
         assert_eq!(resume[0].partition, p(1));
+    }
+
+    /// Fastest delivery: what was read of a revoked partition is already auto-committed in
+    /// Kafka, so its rows are loaded with the next commit rather than dropped.
+    #[test]
+    fn fastest_delivery_loads_the_rows_of_released_partitions() {
+        let mut l = Ledger::new();
+        l.assign([(p(0), None)]);
+        assert!(l.admit("t", 0, 7));
+        l.sent([("t", 0, 8)]);
+        assert!(
+            l.admit("t", 0, 8),
+            "still in the batch being built at the revocation"
+        );
+        l.release_keeping_rows(&[p(0)]);
+        assert!(!l.rewind_due());
+        assert_eq!(l.plan(), Some(vec![]), "a commit of the held rows");
+        l.committed();
+        assert_eq!(l.plan(), None);
+        l.sent([("t", 0, 9)]);
+        assert!(!l.rewind_due());
+        assert_eq!(
+            l.plan(),
+            Some(vec![]),
+            "and of the batch read before the revocation"
+        );
     }
 
     #[test]
