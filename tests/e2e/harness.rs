@@ -1842,3 +1842,38 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     }
     Some(body.to_string())
 }
+
+/// The samples of metric `name` (exact name, not `_bucket` etc.) whose labels contain every
+/// `label="value"` of `labels`: (label text, value).
+pub fn samples(body: &str, name: &str, labels: &[(&str, &str)]) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for line in body.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (label_text, value) = if let Some(after) = rest.strip_prefix('{') {
+            let Some((l, v)) = after.split_once('}') else {
+                continue;
+            };
+            (l.to_string(), v.trim())
+        } else if rest.starts_with(' ') {
+            (String::new(), rest.trim())
+        } else {
+            continue; // another metric with this prefix
+        };
+        if !labels
+            .iter()
+            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
+        {
+            continue;
+        }
+        let value = value.split_whitespace().next().unwrap_or("");
+        if let Ok(v) = value.parse::<f64>() {
+            out.push((label_text, v));
+        }
+    }
+    out
+}

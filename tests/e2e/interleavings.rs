@@ -103,16 +103,7 @@ fn stored_at_end(pg: &Pg, t: &Table, ends: &BTreeMap<(String, i32), i64>) -> boo
 
 /// The sum of the samples of counter `name` in a Prometheus text body.
 fn metric(body: &str, name: &str) -> f64 {
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            if !(rest.starts_with('{') || rest.starts_with(' ')) {
-                return None;
-            }
-            l.rsplit(' ').next()?.parse::<f64>().ok()
-        })
-        .sum()
+    samples(body, name, &[]).iter().map(|(_, v)| v).sum()
 }
 
 /// Waits until the sink (metrics on `port`), whose writer is stuck in its first COPY, has

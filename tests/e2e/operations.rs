@@ -6,41 +6,6 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
-/// The samples of metric `name` (exact name, not `_bucket` etc.) whose labels contain every
-/// `label="value"` of `labels`: (label text, value).
-fn samples(body: &str, name: &str, labels: &[(&str, &str)]) -> Vec<(String, f64)> {
-    let mut out = Vec::new();
-    for line in body.lines() {
-        if line.starts_with('#') {
-            continue;
-        }
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        let (label_text, value) = if let Some(after) = rest.strip_prefix('{') {
-            let Some((l, v)) = after.split_once('}') else {
-                continue;
-            };
-            (l.to_string(), v.trim())
-        } else if rest.starts_with(' ') {
-            (String::new(), rest.trim())
-        } else {
-            continue; // another metric with this prefix
-        };
-        if !labels
-            .iter()
-            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
-        {
-            continue;
-        }
-        let value = value.split_whitespace().next().unwrap_or("");
-        if let Ok(v) = value.parse::<f64>() {
-            out.push((label_text, v));
-        }
-    }
-    out
-}
-
 /// The sum of the samples of `name` for sink `sink`.
 fn metric_sum(body: &str, name: &str, sink: &str) -> Option<f64> {
     let s = samples(body, name, &[("sink", sink)]);
