@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use path_parser::PathParser;
-use pgsink::{BatchBuilder, Column, Converter, MessageRef, PluginLimits, Runtime};
+use pgsink::{BatchBuilder, Column, Converter, ConverterLimits, MessageRef, Runtime};
 use pgsink_guest::{convert_batch, BatchOutput, Message};
 
 #[allow(dead_code)]
@@ -41,13 +41,13 @@ fn columns() -> Vec<Column> {
 
 fn converters(c: &mut Criterion) {
     // pgsink's defaults: a 10 s time limit per call (epoch interruption on), 512 MiB memory.
-    let limits = PluginLimits::default();
+    let limits = ConverterLimits::default();
     let runtime = Runtime::new(limits.timeout.is_some()).expect("wasmtime engine");
-    let plugin = runtime.bundled().expect("bundled converter");
+    let component = runtime.bundled().expect("bundled converter");
     let settings = vec![("db.json.parse".to_string(), data::PARSE_PATHS.to_string())];
     let mut converter =
-        Converter::new(plugin.clone(), settings.clone(), columns(), limits).expect("configure");
-    let mut instance = plugin
+        Converter::new(component.clone(), settings.clone(), columns(), limits).expect("configure");
+    let mut instance = component
         .instantiate(&settings, &columns(), limits)
         .expect("instantiate");
     let mut native = PathParser::new(data::PARSE_PATHS, 4).expect("paths");

@@ -1,6 +1,6 @@
 //! Building the flat WIT batch from Kafka messages, reusing its buffers.
 
-use crate::bindings::{Batch, Header, Message, Span};
+use crate::converter::{Batch, Header, Message, Span};
 
 /// A batch under construction. [`clear`](Self::clear) keeps the allocations,
 /// so a long-running pipeline builds every batch in the same buffers.

@@ -1,26 +1,26 @@
 //! pgsink streams Kafka topics into PostgreSQL tables at COPY speed, turning
 //! each message into rows through a WebAssembly converter component.
 //!
-//! The pieces, in the order a message meets them:
-//! - `config`: the TOML (or original `.properties`) configuration, validated once.
-//! - `BatchBuilder`: Kafka messages laid out flat for one component call.
-//! - `Runtime`, `Plugin`, `Converter`: loading, sandboxing and calling converters,
-//!   and checking their untrusted COPY text.
-//! - the pipeline: consume, convert, COPY, commit per delivery mode; every delivery decision
-//!   (what each message is, when to commit, where to resume) is the ledger's, code without
-//!   I/O that a model-based test drives through random interleavings.
+//! Data flows one way: source → convert → write → commit. Where each concern lives (and where
+//! a new config key, write mode or WIT version goes) is in `ARCHITECTURE.md`; in short:
+//! - `config/`: the TOML (or original `.properties`) configuration, validated once, purely.
+//! - `kafka.rs`, `intake.rs`, `batch.rs`: the consumer, its rebalance callbacks, and messages
+//!   laid out flat for one converter call.
+//! - `converter/`: loading, sandboxing and calling converters, and checking their untrusted
+//!   COPY text.
+//! - `pipeline.rs` → `writer.rs` → `postgres.rs`: consume and convert on a thread, COPY and
+//!   commit in a task, per delivery mode. Every delivery decision (what each message is, when
+//!   to commit, where to resume) is `ledger.rs`'s: code without I/O that a model-based test
+//!   (`ledger_model.rs`) drives through random interleavings.
+//! - `supervisor.rs`: one sink's pipelines and its converter reloader (`reload.rs`).
+//! - `cli/`: the subcommands.
+//!
+//! The library exists for the `pgsink` binary and the benchmarks; it exports what they use.
 
 mod batch;
-mod bindings;
-mod check;
-mod component_cache;
+mod cli;
 mod config;
-mod conversion;
-mod convert_lines;
 mod converter;
-mod copy_rows;
-mod demo;
-mod dlq;
 mod intake;
 mod kafka;
 mod ledger;
@@ -30,30 +30,11 @@ mod metrics;
 mod pipeline;
 mod postgres;
 mod reload;
-mod sink;
 mod stored_offsets;
+mod supervisor;
 mod tls;
 mod writer;
 
 pub use batch::{BatchBuilder, MessageRef};
-pub use bindings::{Column, PluginInfo};
-pub use check::{check, CheckLine};
-pub use component_cache::ComponentCache;
-pub use config::{
-    load as load_config, load_process, load_with_plugin as load_config_with_plugin,
-    parse_process_toml, parse_properties, parse_toml, ConfigError, DbConfig, Delivery,
-    ErrorTolerance, PluginConfig, ProcessConfig, SinkConfig, SslMode,
-};
-pub use conversion::{Conversion, Converter};
-pub use convert_lines::{convert_lines, ConvertError, ConvertSummary};
-pub use converter::{
-    ConverterInstance, Plugin, PluginError, PluginLimits, Runtime, BUNDLED_PATH_PARSER,
-};
-pub use copy_rows::check_rows;
-pub use demo::{demo, DemoArgs};
-pub use dlq::{list as dlq_list, redrive as dlq_redrive, DeadLetterRow, RedriveSummary};
-pub use metrics::serve_metrics;
-pub use postgres::{connect, quote_ident, DbError, Target, INSTALL_SQL, UNINSTALL_SQL};
-pub use reload::{ConverterSpec, ReloadError, ReloadStats};
-pub use sink::{load_plugin, plugin_limits, run, ReloadSource};
-pub use writer::SinkError;
+pub use cli::Command;
+pub use converter::{Column, Converter, ConverterLimits, Runtime};

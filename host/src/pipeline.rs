@@ -16,12 +16,13 @@ use rdkafka::message::{Headers, Message};
 use tokio::sync::watch;
 
 use crate::batch::{BatchBuilder, MessageRef};
-use crate::bindings::Column;
-use crate::conversion::Converter;
+use crate::converter::Column;
+use crate::converter::Converter;
+use crate::converter::ConverterSpec;
 use crate::intake::{FlushPolicy, Intake, IntakeError};
 use crate::kafka::SinkConsumer;
 use crate::postgres::DeadLetter;
-use crate::reload::{CanarySample, ConverterSpec};
+use crate::reload::CanarySample;
 use crate::writer::{ConvertedBatch, ConverterId, Stats};
 
 /// Most messages per converter call.
@@ -60,7 +61,7 @@ pub struct ConsumeLoop {
 pub enum ConsumeError {
     /// The converter cannot even be instantiated again after a trap.
     #[error(transparent)]
-    Plugin(#[from] crate::converter::PluginError),
+    Converter(#[from] crate::converter::ConverterError),
     /// A rewind could not be carried out.
     #[error(transparent)]
     Intake(IntakeError),
@@ -97,7 +98,7 @@ impl ConsumeLoop {
 
     fn consume(&mut self) -> Result<(), ConsumeError> {
         let mut idle = true;
-        tracing::debug!(plugin = %self.converter_id.label, hash = %self.converter_id.hash, "consume loop started");
+        tracing::debug!(converter = %self.converter_id.label, hash = %self.converter_id.hash, "consume loop started");
         while !self.shutdown.load(Ordering::Relaxed) {
             {
                 let consumer = &self.consumer;
@@ -151,11 +152,11 @@ impl ConsumeLoop {
             Ok(converter) => {
                 self.converter_id = Arc::new(ConverterId {
                     label: converter.label(),
-                    hash: spec.plugin.hash().to_string(),
+                    hash: spec.component.hash().to_string(),
                     version: spec.version,
                 });
                 self.converter = converter;
-                tracing::info!(plugin = %self.converter_id.label, hash = %self.converter_id.hash,
+                tracing::info!(converter = %self.converter_id.label, hash = %self.converter_id.hash,
                     version = spec.version, "converter swapped in");
             }
             Err(error) => {
@@ -224,14 +225,14 @@ impl ConsumeLoop {
         let started = Instant::now();
         let conversion = self.converter.convert(&source)?;
         crate::metrics::converted(&self.sink, source.len() as u64, started.elapsed());
-        let plugin = &self.converter_id.label;
+        let converter = &self.converter_id.label;
         let dead_letters = conversion
             .failed
             .into_iter()
             .map(|(i, reason)| {
                 let m = source.message(i);
                 tracing::warn!(topic = m.topic, partition = m.partition, offset = m.offset,
-                    %plugin, %reason, "message cannot be converted; sending it to pgsink.dead_letters");
+                    %converter, %reason, "message cannot be converted; sending it to pgsink.dead_letters");
                 DeadLetter::new(m, reason)
             })
             .collect();

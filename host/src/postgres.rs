@@ -15,8 +15,8 @@ use tokio_postgres::CopyInSink;
 use tokio_postgres::{Client, NoTls, Socket, Statement};
 
 use crate::batch::MessageRef;
-use crate::bindings::Column;
 use crate::config::DbConfig;
+use crate::converter::Column;
 use crate::ledger::OffsetMove;
 use crate::tls::{self, Tls};
 

@@ -1,6 +1,6 @@
 //! Hot reload: swapping a sink's converter while it runs.
 //!
-//! A change to the plugin file or to the converter settings in the
+//! A change to the converter file (`plugin.path`) or to the converter settings in the
 //! configuration file (or a SIGHUP) makes the reloader build a candidate off
 //! the hot path: compile (or load precompiled from the cache), check it
 //! against the WIT world, configure it, and convert a canary batch of recent
@@ -18,38 +18,11 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
 use crate::batch::BatchBuilder;
-use crate::bindings::Column;
 use crate::config::PluginConfig;
-use crate::conversion::Converter;
-use crate::converter::{Plugin, PluginError, PluginLimits, Runtime};
+use crate::converter::{Column, ConverterError, ConverterSpec};
 
 /// Messages kept as the canary batch for the next reload.
 pub const CANARY_MESSAGES: usize = 100;
-
-/// Everything a pipeline needs to build its converter.
-#[derive(Clone)]
-pub struct ConverterSpec {
-    /// The compiled component.
-    pub plugin: Plugin,
-    /// Its settings.
-    pub settings: Vec<(String, String)>,
-    /// Its sandbox limits.
-    pub limits: PluginLimits,
-    /// Counts swaps: 0 for the converter the sink started with.
-    pub version: u64,
-}
-
-impl ConverterSpec {
-    /// A configured instance of this converter for `columns`.
-    pub fn instantiate(&self, columns: &[Column]) -> Result<Converter, PluginError> {
-        Converter::new(
-            self.plugin.clone(),
-            self.settings.clone(),
-            columns.to_vec(),
-            self.limits,
-        )
-    }
-}
 
 /// Recent messages of a sink, shared by its pipelines, for canary conversions.
 #[derive(Default)]
@@ -98,17 +71,9 @@ pub enum ReloadError {
     /// The configuration file no longer loads.
     #[error("the configuration no longer loads: {0}")]
     Config(String),
-    /// The plugin file cannot be read.
-    #[error("cannot read the converter {path}: {error}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        error: std::io::Error,
-    },
-    /// Compiling, checking or configuring the candidate failed.
+    /// Reading, compiling, checking or configuring the candidate failed.
     #[error(transparent)]
-    Plugin(#[from] PluginError),
+    Converter(#[from] ConverterError),
     /// The candidate failed its canary batch.
     #[error("the new converter failed its canary batch of {messages} recent messages: {reason}")]
     Canary {
@@ -121,11 +86,9 @@ pub enum ReloadError {
 
 /// Watches one sink's converter and publishes checked replacements.
 pub struct Reloader {
-    /// Compiles candidates.
-    pub runtime: Runtime,
     /// Re-reads this sink's converter configuration from the configuration file.
     pub read_config: Box<dyn Fn() -> Result<PluginConfig, String> + Send + Sync>,
-    /// Files whose changes trigger a reload (the configuration, the plugin).
+    /// Files whose changes trigger a reload (the configuration, the converter).
     pub watched: Vec<PathBuf>,
     /// The target columns.
     pub columns: Vec<Column>,
@@ -137,8 +100,6 @@ pub struct Reloader {
     pub stats: Arc<ReloadStats>,
     /// The sink's name, for metrics.
     pub sink: String,
-    /// Limits from the configuration, in effect for candidates.
-    pub limits_of: fn(&PluginConfig) -> PluginLimits,
 }
 
 impl Reloader {
@@ -219,30 +180,15 @@ impl Reloader {
     /// current converter. Returns the new version, or None if nothing changed.
     pub fn try_reload(&self) -> Result<Option<u64>, ReloadError> {
         let config = (self.read_config)().map_err(ReloadError::Config)?;
-        let plugin = match &config.path {
-            Some(path) => {
-                let bytes = std::fs::read(path).map_err(|error| ReloadError::Read {
-                    path: path.clone(),
-                    error,
-                })?;
-                self.runtime.load(&bytes, &path.display().to_string())?
-            }
-            None => self.runtime.bundled()?,
-        };
-        let limits = (self.limits_of)(&config);
         let current = self.publish.borrow().clone();
-        if plugin.hash() == current.plugin.hash()
-            && config.settings == current.settings
-            && limits == current.limits
+        let runtime = current.component.runtime();
+        let candidate = ConverterSpec::load_with(runtime, &config, current.version + 1)?;
+        if candidate.component.hash() == current.component.hash()
+            && candidate.settings == current.settings
+            && candidate.limits == current.limits
         {
             return Ok(None);
         }
-        let candidate = ConverterSpec {
-            plugin,
-            settings: config.settings,
-            limits,
-            version: current.version + 1,
-        };
         let mut converter = candidate.instantiate(&self.columns)?;
         let canary = self.canary.take();
         let conversion = converter.convert(&canary)?;
@@ -261,7 +207,7 @@ impl Reloader {
             });
         }
         let version = candidate.version;
-        tracing::info!(plugin = %converter.label(), hash = candidate.plugin.hash(), version,
+        tracing::info!(converter = %converter.label(), hash = candidate.component.hash(), version,
             canary = canary.len(), "new converter passed its checks");
         self.publish.send_replace(Arc::new(candidate));
         Ok(Some(version))

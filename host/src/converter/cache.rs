@@ -71,15 +71,7 @@ impl ComponentCache {
                 let mut key = [0u8; 32];
                 fs::File::open("/dev/urandom")
                     .and_then(|mut f| io::Read::read_exact(&mut f, &mut key))?;
-                let tmp = dir.join(format!("{KEY_FILE}.{}", std::process::id()));
-                fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)?
-                    .write_all(&key)?;
-                fs::rename(&tmp, &key_path)?;
+                write_private(&key_path, &key)?;
                 // Another process may have won the race: use whatever is there now.
                 fs::read(&key_path)?
                     .try_into()
@@ -138,21 +130,27 @@ impl ComponentCache {
             .and_then(|mut code| {
                 let tag = self.mac(&code).finalize().into_bytes();
                 code.extend_from_slice(&tag);
-                let path = self.path(component_hash);
-                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-                fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)?
-                    .write_all(&code)?;
-                fs::rename(&tmp, &path)
+                write_private(&self.path(component_hash), &code)
             });
         if let Err(error) = result {
             tracing::warn!(dir = %self.dir.display(), %error, "cannot cache the compiled component");
         }
     }
+}
+
+/// Writes `bytes` to `path` readable by this user only, atomically: into a file of this
+/// process first, then renamed, so that a reader never sees half a file.
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp{}", std::process::id()));
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?
+        .write_all(bytes)?;
+    fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
@@ -165,7 +163,8 @@ mod tests {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
         let engine = Engine::new(&config).unwrap();
-        let component = Component::new(&engine, crate::converter::BUNDLED_PATH_PARSER).unwrap();
+        let component =
+            Component::new(&engine, crate::converter::runtime::BUNDLED_PATH_PARSER).unwrap();
         let cache = ComponentCache::open(dir.path(), &engine).unwrap();
         assert!(cache.load(&engine, "abc").is_none());
         cache.store("abc", &component);

@@ -1,14 +1,19 @@
-//! Converting a batch through a plugin and checking what comes back.
+//! Converting a batch and checking what comes back: a converter that survives its own traps
+//! (retrying the batch message by message on fresh instances, so only the guilty messages
+//! fail) and attributes every row to the message it came from.
 
 use memchr::memchr_iter;
 
+use super::bindings::{Column, Converted, Outcome};
+use super::error::ConverterError;
+use super::instance::ConverterInstance;
+use super::output::check_rows;
+use super::runtime::ConverterComponent;
+use super::sandbox::ConverterLimits;
 use crate::batch::BatchBuilder;
-use crate::bindings::{Column, Converted, Outcome};
-use crate::converter::{ConverterInstance, Plugin, PluginError, PluginLimits};
 
 /// Single-message timeouts in a row after which a converter is declared stuck.
 const STUCK_AFTER_TIMEOUTS: u32 = 3;
-use crate::copy_rows::check_rows;
 
 /// The checked result of converting one batch.
 #[derive(Debug, Default)]
@@ -26,12 +31,12 @@ pub struct Conversion {
     pub faults: usize,
 }
 
-/// A configured converter that survives plugin traps.
+/// A configured converter that survives its own traps.
 pub struct Converter {
-    plugin: Plugin,
+    component: ConverterComponent,
     settings: Vec<(String, String)>,
     columns: Vec<Column>,
-    limits: PluginLimits,
+    limits: ConverterLimits,
     instance: ConverterInstance,
     /// Single messages in a row that timed out, across batches (a converter
     /// that times out on everything must be caught even when every batch
@@ -40,16 +45,16 @@ pub struct Converter {
 }
 
 impl Converter {
-    /// Instantiates and configures `plugin` within `limits`.
+    /// Instantiates and configures `component` within `limits`.
     pub fn new(
-        plugin: Plugin,
+        component: ConverterComponent,
         settings: Vec<(String, String)>,
         columns: Vec<Column>,
-        limits: PluginLimits,
-    ) -> Result<Self, PluginError> {
-        let instance = plugin.instantiate(&settings, &columns, limits)?;
+        limits: ConverterLimits,
+    ) -> Result<Self, ConverterError> {
+        let instance = component.instantiate(&settings, &columns, limits)?;
         Ok(Converter {
-            plugin,
+            component,
             settings,
             columns,
             limits,
@@ -58,21 +63,16 @@ impl Converter {
         })
     }
 
-    /// The plugin this converter runs.
-    pub fn plugin(&self) -> &Plugin {
-        &self.plugin
-    }
-
     /// The converter's `name version`.
     pub fn label(&self) -> String {
         let info = self.instance.info();
         format!("{} {}", info.name, info.version)
     }
 
-    /// Converts `batch`. If the plugin traps, the batch is retried one message
+    /// Converts `batch`. If the converter traps, the batch is retried one message
     /// at a time on fresh instances, so only the messages that trap fail.
-    /// An error means the plugin cannot even be instantiated again.
-    pub fn convert(&mut self, batch: &BatchBuilder) -> Result<Conversion, PluginError> {
+    /// An error means the converter cannot even be instantiated again.
+    pub fn convert(&mut self, batch: &BatchBuilder) -> Result<Conversion, ConverterError> {
         if batch.is_empty() {
             return Ok(Conversion::default());
         }
@@ -82,7 +82,7 @@ impl Converter {
                 Ok(check(converted, batch.len(), self.instance.columns()))
             }
             Err(trap) => {
-                tracing::warn!(plugin = %self.label(), error = %trap, messages = batch.len(),
+                tracing::warn!(converter = %self.label(), error = %trap, messages = batch.len(),
                     "converter trapped; retrying the batch one message at a time");
                 self.renew()?;
                 self.convert_one_by_one(batch)
@@ -90,14 +90,14 @@ impl Converter {
         }
     }
 
-    fn renew(&mut self) -> Result<(), PluginError> {
+    fn renew(&mut self) -> Result<(), ConverterError> {
         self.instance = self
-            .plugin
+            .component
             .instantiate(&self.settings, &self.columns, self.limits)?;
         Ok(())
     }
 
-    fn convert_one_by_one(&mut self, batch: &BatchBuilder) -> Result<Conversion, PluginError> {
+    fn convert_one_by_one(&mut self, batch: &BatchBuilder) -> Result<Conversion, ConverterError> {
         let mut all = Conversion::default();
         for i in 0..batch.len() {
             match self.instance.convert(batch.single(i).batch()) {
@@ -113,11 +113,11 @@ impl Converter {
                     all.faults += one.faults;
                 }
                 Err(trap) => {
-                    if matches!(trap, PluginError::Timeout { .. }) {
+                    if matches!(trap, ConverterError::Timeout { .. }) {
                         self.timeouts += 1;
                         if self.timeouts >= STUCK_AFTER_TIMEOUTS {
-                            return Err(PluginError::Stuck {
-                                plugin: self.label(),
+                            return Err(ConverterError::Stuck {
+                                converter: self.label(),
                                 timeouts: self.timeouts,
                             });
                         }
@@ -276,8 +276,8 @@ mod tests {
 
     mod hostile {
         use crate::converter::tests::{batch, hostile, hostile_columns, LIMITS};
-        use crate::converter::PluginError;
-        use crate::Converter;
+        use crate::converter::Converter;
+        use crate::converter::ConverterError;
 
         fn converter() -> Converter {
             Converter::new(hostile(), Vec::new(), hostile_columns(), LIMITS).expect("converter")
@@ -346,7 +346,7 @@ mod tests {
                 .convert(&batch(&["m0", "loop", "loop", "loop", "m4"]))
                 .expect_err("stuck");
             assert!(
-                matches!(error, PluginError::Stuck { timeouts: 3, .. }),
+                matches!(error, ConverterError::Stuck { timeouts: 3, .. }),
                 "{error:?}"
             );
             assert!(
@@ -376,7 +376,7 @@ mod tests {
                 .convert(&batch(&["loop"]))
                 .expect_err("the third in a row");
             assert!(
-                matches!(error, PluginError::Stuck { timeouts: 3, .. }),
+                matches!(error, ConverterError::Stuck { timeouts: 3, .. }),
                 "{error:?}"
             );
         }

@@ -1,11 +1,50 @@
 //! `pgsink convert`: run a converter over lines of input, no Kafka or database needed.
 
-use std::io::{BufRead, Write};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
 
 use crate::batch::{BatchBuilder, MessageRef};
-use crate::conversion::Converter;
-use crate::converter::PluginError;
+use crate::config;
+use crate::converter::{Column, Converter, ConverterError, ConverterSpec};
 use crate::pipeline::BATCH_MESSAGES;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The configuration (the same file `pgsink run` reads).
+    #[arg(short, long)]
+    config: PathBuf,
+    /// A converter component to use instead of the configured one.
+    #[arg(long)]
+    plugin: Option<PathBuf>,
+    /// Read messages from this file instead of stdin.
+    #[arg(long)]
+    input: Option<PathBuf>,
+}
+
+pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    let config = match &args.plugin {
+        Some(plugin) => config::load_with_plugin(&args.config, plugin)?,
+        None => config::load(&args.config)?,
+    };
+    let columns = Column::untyped(&config.db.columns);
+    let mut converter = ConverterSpec::load(&config.plugin)?.instantiate(&columns)?;
+    let topic = config.topics.first().map(String::as_str).unwrap_or("stdin");
+    let (stdout, stderr) = (io::stdout().lock(), io::stderr().lock());
+    let summary = match args.input {
+        Some(path) => {
+            let file =
+                File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+            convert_lines(&mut converter, topic, BufReader::new(file), stdout, stderr)?
+        }
+        None => convert_lines(&mut converter, topic, io::stdin().lock(), stdout, stderr)?,
+    };
+    tracing::debug!(?summary, "converted");
+    Ok(super::status(summary.failed == 0))
+}
 
 /// How many lines converted and how many failed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -26,13 +65,13 @@ pub enum ConvertError {
     Io(#[from] std::io::Error),
     /// The converter cannot run.
     #[error(transparent)]
-    Plugin(#[from] PluginError),
+    Converter(#[from] ConverterError),
 }
 
 /// Converts each line of `input` as one message value (topic `topic`,
 /// partition 0, offset = line number − 1). COPY rows go to `rows`; each failed
 /// line is reported to `errors` as `line N: reason`.
-pub fn convert_lines(
+fn convert_lines(
     converter: &mut Converter,
     topic: &str,
     input: impl BufRead,

@@ -1,5 +1,6 @@
 //! `pgsink demo`: a broker inside the process, sample messages, a real table.
 
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use rdkafka::ClientConfig;
 
 /// Options of `pgsink demo`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct DemoArgs {
+pub struct Args {
     /// How many sample messages to produce.
     #[arg(long, default_value_t = 200_000)]
     pub messages: u64,
@@ -43,8 +44,13 @@ fn sample(id: u64) -> String {
     )
 }
 
+pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    super::tokio_runtime()?.block_on(demo(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs the demo end to end and prints what to query.
-pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+async fn demo(args: Args) -> anyhow::Result<()> {
     let (host, port) = (&args.db_host, args.db_port);
     let admin_conn = format!(
         "host={host} port={port} user={} dbname=postgres",
@@ -69,7 +75,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         admin
             .batch_execute(&format!(
                 "CREATE DATABASE {}",
-                crate::quote_ident(&args.database)
+                crate::postgres::quote_ident(&args.database)
             ))
             .await?;
     }
@@ -85,7 +91,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
              id bigint, latitude double precision, longitude double precision, acceleration jsonb);",
     )
     .await?;
-    db.batch_execute(crate::INSTALL_SQL).await?;
+    db.batch_execute(crate::postgres::INSTALL_SQL).await?;
     db.execute(
         "DELETE FROM pgsink.offsets WHERE table_schema = 'public' AND table_name = 'readings'",
         &[],
@@ -130,9 +136,9 @@ kafka.group.id = "pgsink-demo"
         delivery = args.delivery,
     );
     println!("demo: running the sink with this configuration:\n\n{config_text}");
-    let config = crate::parse_toml(&config_text)?;
+    let config = crate::config::parse_toml(&config_text)?;
     let shutdown = Arc::new(AtomicBool::new(false));
-    let sink = tokio::spawn(crate::run(config, shutdown.clone(), None));
+    let sink = tokio::spawn(crate::supervisor::run(config, shutdown.clone(), None));
     let started = Instant::now();
     let expected = args.messages as i64;
     loop {

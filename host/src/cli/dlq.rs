@@ -1,17 +1,95 @@
 //! `pgsink dlq`: looking at dead letters and re-driving them after a fix.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use bytes::Bytes;
 use futures_util::SinkExt;
 
 use crate::batch::{BatchBuilder, MessageRef};
-use crate::config::SinkConfig;
-use crate::converter::Runtime;
+use crate::config::{self, SinkConfig};
+use crate::converter::ConverterSpec;
 use crate::postgres::{self, Target};
-use crate::reload::ConverterSpec;
-use crate::sink::{load_plugin, plugin_limits};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// What to do.
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(clap::Subcommand)]
+enum Action {
+    /// Show the dead letters of the sink's table, oldest first.
+    List {
+        /// The configuration.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Show at most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Convert dead letters again and load those that now convert, removing
+    /// them from the dead letters (one transaction). Those still failing keep
+    /// their place with the new reason.
+    Redrive {
+        /// The configuration (its converter and table are used).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Only these dead letters (ids from `dlq list`); default all of the table.
+        #[arg(long, value_delimiter = ',')]
+        id: Option<Vec<i64>>,
+        /// Report what would happen, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    match args.action {
+        Action::List { config, limit } => {
+            let config = config::load(&config)?;
+            let letters = super::tokio_runtime()?.block_on(list(&config, limit))?;
+            println!(
+                "{:>8}  {:<24} {:>5} {:>10}  {:<29}  reason / value",
+                "id", "topic", "part", "offset", "failed at"
+            );
+            for l in &letters {
+                println!(
+                    "{:>8}  {:<24} {:>5} {:>10}  {:<29}  {}\n{:>83}{}",
+                    l.id,
+                    l.topic,
+                    l.partition,
+                    l.offset,
+                    l.failed_at,
+                    l.reason,
+                    "",
+                    l.value_preview
+                );
+            }
+            println!("{} dead letter(s) shown", letters.len());
+        }
+        Action::Redrive {
+            config,
+            id,
+            dry_run,
+        } => {
+            let config = config::load(&config)?;
+            let summary = super::tokio_runtime()?.block_on(redrive(&config, id, dry_run))?;
+            println!(
+                "{}{} dead letter(s) read: {} loaded as {} row(s), {} still failing",
+                if dry_run { "dry run: " } else { "" },
+                summary.read,
+                summary.loaded,
+                summary.rows,
+                summary.still_failing
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 /// One dead letter, as `pgsink dlq list` shows it.
 #[derive(Debug, Clone)]
@@ -33,7 +111,7 @@ pub struct DeadLetterRow {
 }
 
 /// The dead letters of the sink's table, oldest first.
-pub async fn list(config: &SinkConfig, limit: i64) -> anyhow::Result<Vec<DeadLetterRow>> {
+async fn list(config: &SinkConfig, limit: i64) -> anyhow::Result<Vec<DeadLetterRow>> {
     let client = postgres::connect(&config.db).await?;
     let rows = client
         .query(
@@ -88,7 +166,7 @@ pub struct RedriveSummary {
 /// the ones that now convert, removing them from the dead letters — all in
 /// one transaction. `ids` limits it to those dead letters. With `dry_run`
 /// nothing is changed.
-pub async fn redrive(
+async fn redrive(
     config: &SinkConfig,
     ids: Option<Vec<i64>>,
     dry_run: bool,
@@ -102,14 +180,7 @@ pub async fn redrive(
     )
     .await?;
     let columns = target.converter_columns();
-    let limits = plugin_limits(&config.plugin);
-    let runtime = Runtime::new(limits.timeout.is_some())?;
-    let spec = ConverterSpec {
-        plugin: load_plugin(&runtime, config.plugin.path.as_deref())?,
-        settings: config.plugin.settings.clone(),
-        limits,
-        version: 0,
-    };
+    let spec = ConverterSpec::load(&config.plugin)?;
     let mut converter = spec.instantiate(&columns)?;
 
     let tx = client.transaction().await?;
@@ -183,7 +254,7 @@ pub async fn redrive(
         for (i, reason) in failed {
             tx.execute(
                 "UPDATE pgsink.dead_letters SET reason = $2, failed_at = now(), plugin = $3, plugin_hash = $4 WHERE id = $1",
-                &[&chunk[i].id, &reason, &converter.label(), &spec.plugin.hash()],
+                &[&chunk[i].id, &reason, &converter.label(), &spec.component.hash()],
             )
             .await?;
         }

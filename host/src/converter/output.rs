@@ -1,10 +1,10 @@
-//! Checking converter output: COPY text from an untrusted plugin.
+//! Checking converter output: COPY text from an untrusted converter.
 //!
 //! A converter may be buggy or hostile. Its rows are loaded only when every
 //! row of a message has exactly one field per column, uses only the escapes
 //! the contract allows, holds no NUL byte or raw carriage return and is valid
 //! UTF-8; otherwise the
-//! message fails with the reason and its rows are dropped. So no plugin can
+//! message fails with the reason and its rows are dropped. So no converter can
 //! corrupt the COPY stream or smuggle rows into another message.
 
 use memchr::memchr3_iter;
@@ -83,7 +83,7 @@ pub fn check_rows(text: &[u8], columns: usize) -> Result<(), String> {
 
 /// The reference COPY-text decoder the repository's tests share.
 #[cfg(test)]
-#[path = "../../tests/corpus/copy_text.rs"]
+#[path = "../../../tests/corpus/copy_text.rs"]
 mod copy_text;
 
 #[cfg(test)]

@@ -1,17 +1,50 @@
 //! `pgsink check`: everything `pgsink run` needs, checked without consuming.
 
 use std::fmt;
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
-use crate::bindings::Column;
-use crate::config::SinkConfig;
-use crate::converter::Runtime;
+use crate::config::{self, SinkConfig};
+use crate::converter::{Column, ConverterSpec};
 use crate::kafka::redact_secrets;
 use crate::postgres::{self, Target};
-use crate::sink::{load_plugin, plugin_limits};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The configuration.
+    #[arg(short, long)]
+    config: PathBuf,
+    /// How long to wait for the Kafka broker, in seconds.
+    #[arg(long, default_value_t = 10)]
+    broker_timeout: u64,
+}
+
+pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    let process = match config::load_process(&args.config) {
+        Ok(process) => process,
+        Err(error) => {
+            println!("FAIL config     {error}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let timeout = Duration::from_secs(args.broker_timeout);
+    let mut ok = true;
+    for (index, sink) in process.sinks.iter().enumerate() {
+        if process.sinks.len() > 1 {
+            let name = sink.name.as_deref().map(|n| format!(" ({n})"));
+            println!("sink {}{}:", index + 1, name.unwrap_or_default());
+        }
+        for line in super::tokio_runtime()?.block_on(check(sink, timeout)) {
+            ok &= line.ok;
+            println!("{line}");
+        }
+    }
+    Ok(super::status(ok))
+}
 
 /// The result of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +89,7 @@ fn fail(what: &'static str, detail: impl Into<String>, fix: impl Into<String>) -
 }
 
 /// Runs every check of one sink; the configuration itself already loaded.
-pub async fn check(config: &SinkConfig, broker_timeout: Duration) -> Vec<CheckLine> {
+async fn check(config: &SinkConfig, broker_timeout: Duration) -> Vec<CheckLine> {
     let mut lines = vec![pass(
         "config",
         format!(
@@ -68,14 +101,7 @@ pub async fn check(config: &SinkConfig, broker_timeout: Duration) -> Vec<CheckLi
         ),
     )];
     let db = &config.db;
-    let mut columns: Vec<Column> = db
-        .columns
-        .iter()
-        .map(|name| Column {
-            name: name.clone(),
-            type_name: None,
-        })
-        .collect();
+    let mut columns = Column::untyped(&db.columns);
     match postgres::connect(db).await {
         Err(error) => lines.push(fail(
             "database",
@@ -125,30 +151,20 @@ pub async fn check(config: &SinkConfig, broker_timeout: Duration) -> Vec<CheckLi
             }
         }
     }
-    lines.push(check_plugin(config, &columns));
+    lines.push(check_converter(config, &columns));
     lines.extend(check_broker(config, broker_timeout));
     lines
 }
 
-fn check_plugin(config: &SinkConfig, columns: &[Column]) -> CheckLine {
-    let limits = plugin_limits(&config.plugin);
-    let loaded = Runtime::new(limits.timeout.is_some())
-        .map_err(anyhow::Error::from)
-        .and_then(|runtime| load_plugin(&runtime, config.plugin.path.as_deref()))
-        .and_then(|plugin| {
-            let hash = plugin.hash().to_string();
-            let instance = plugin.instantiate(&config.plugin.settings, columns, limits)?;
-            Ok((instance.info().clone(), hash))
-        });
+fn check_converter(config: &SinkConfig, columns: &[Column]) -> CheckLine {
+    let loaded = ConverterSpec::load(&config.plugin).and_then(|spec| {
+        let converter = spec.instantiate(columns)?;
+        Ok((converter.label(), spec.component.hash().to_string()))
+    });
     match loaded {
-        Ok((info, hash)) => pass(
+        Ok((label, hash)) => pass(
             "converter",
-            format!(
-                "{} {} accepts its settings (sha256 {})",
-                info.name,
-                info.version,
-                &hash[..12]
-            ),
+            format!("{label} accepts its settings (sha256 {})", &hash[..12]),
         ),
         Err(error) => fail(
             "converter",

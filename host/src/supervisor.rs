@@ -1,6 +1,9 @@
-//! `pgsink run`: checks everything, then runs `tasks` pipelines until shutdown.
+//! One sink, supervised: checks the database, the table and the converter, installs or
+//! upgrades the `pgsink` schema, then runs `tasks` pipelines (consume thread + writer task
+//! each) and the converter reloader until shutdown or the first failure, which stops the
+//! others after they flush. `cli/run.rs` starts one of these per `[[sink]]`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,37 +12,15 @@ use anyhow::Context as _;
 use rdkafka::consumer::Consumer;
 use tokio::sync::watch;
 
-use crate::bindings::Column;
 use crate::config::{Delivery, PluginConfig, SinkConfig};
-use crate::converter::{Plugin, PluginLimits, Runtime};
+use crate::converter::{Column, ConverterSpec};
 use crate::intake::{FlushPolicy, Intake};
 use crate::kafka::{client_config, redact_secrets, SinkConsumer, SinkContext};
 use crate::pipeline::ConsumeLoop;
 use crate::postgres::{self, Target, Writer};
-use crate::reload::{CanarySample, ConverterSpec, ReloadStats, Reloader};
+use crate::reload::{CanarySample, ReloadStats, Reloader};
 use crate::stored_offsets::StoredOffsets;
 use crate::writer::{Command, ConverterId, SinkWriter, Stats, WriterConfig};
-
-/// Loads the configured converter: the file in `plugin.path`, or the bundled one.
-pub fn load_plugin(runtime: &Runtime, path: Option<&Path>) -> anyhow::Result<Plugin> {
-    Ok(match path {
-        Some(path) => {
-            let bytes = std::fs::read(path)
-                .with_context(|| format!("cannot read the converter {}", path.display()))?;
-            runtime.load(&bytes, &path.display().to_string())?
-        }
-        None => runtime.bundled()?,
-    })
-}
-
-/// The sandbox limits a converter configuration sets.
-pub fn plugin_limits(plugin: &PluginConfig) -> PluginLimits {
-    PluginLimits {
-        timeout: plugin.timeout,
-        memory: plugin.memory_limit,
-        wall_clock: plugin.wall_clock,
-    }
-}
 
 /// Where a running sink re-reads its converter configuration for hot reload.
 pub struct ReloadSource {
@@ -57,9 +38,7 @@ pub async fn run(
     shutdown: Arc<AtomicBool>,
     reload: Option<ReloadSource>,
 ) -> anyhow::Result<()> {
-    let limits = plugin_limits(&config.plugin);
-    let runtime = Runtime::new(limits.timeout.is_some())?;
-    let plugin = load_plugin(&runtime, config.plugin.path.as_deref())?;
+    let spec = ConverterSpec::load(&config.plugin)?;
     let db = &config.db;
     let client = postgres::connect(db)
         .await
@@ -72,16 +51,10 @@ pub async fn run(
     }
     let target = Target::resolve(&client, &db.schema, &db.table, &db.columns).await?;
     let columns = target.converter_columns();
-    let spec = ConverterSpec {
-        plugin,
-        settings: config.plugin.settings.clone(),
-        limits,
-        version: 0,
-    };
     // Instantiating once here reports bad converter settings before consuming anything.
     let converter_id = Arc::new(ConverterId {
         label: spec.instantiate(&columns)?.label(),
-        hash: spec.plugin.hash().to_string(),
+        hash: spec.component.hash().to_string(),
         version: 0,
     });
     if config.delivery != Delivery::Synchronized {
@@ -93,7 +66,7 @@ pub async fn run(
     }
     tracing::info!(
         table = %target.qualified(), topics = ?config.topics, delivery = %config.delivery,
-        plugin = %converter_id.label, plugin_hash = %converter_id.hash, tasks = config.tasks, "starting"
+        converter = %converter_id.label, converter_hash = %converter_id.hash, tasks = config.tasks, "starting"
     );
 
     let sink_name = config
@@ -122,7 +95,6 @@ pub async fn run(
     }
     if let Some(source) = reload {
         let reloader = Reloader {
-            runtime: runtime.clone(),
             read_config: source.read_config,
             watched: source.watched,
             columns: columns.clone(),
@@ -130,7 +102,6 @@ pub async fn run(
             canary,
             stats: Arc::new(ReloadStats::default()),
             sink: sink_name.clone(),
-            limits_of: plugin_limits,
         };
         tokio::spawn(reloader.run(shutdown.clone()));
     }
