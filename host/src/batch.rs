@@ -12,9 +12,7 @@ pub struct BatchBuilder {
 /// The Kafka coordinates and payload of one message, borrowed.
 #[derive(Debug, Clone, Copy)]
 pub struct MessageRef<'a> {
-    /// Topic name.
     pub topic: &'a str,
-    /// Partition number.
     pub partition: i32,
     /// Offset in the partition.
     pub offset: i64,

@@ -35,9 +35,7 @@ pub enum IntakeError {
     /// A partition could not be sought back after a rewind; reading on would skip messages.
     #[error("cannot seek {topic}[{partition}] back to offset {offset}: {error}")]
     Seek {
-        /// Topic.
         topic: String,
-        /// Partition.
         partition: i32,
         /// Where it had to go.
         offset: i64,

@@ -27,9 +27,7 @@ pub type Partition = (String, i32);
 /// A partition's part of one commit: the messages `[from, next)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffsetMove {
-    /// Topic.
     pub topic: String,
-    /// Partition.
     pub partition: i32,
     /// Where the data of the commit starts, and so where the stored offset must stand.
     pub from: i64,

@@ -36,7 +36,6 @@ const BATCH_WAIT: Duration = Duration::from_millis(50);
 pub struct ConsumeLoop {
     /// The Kafka consumer; its context holds the pipeline's [`Intake`].
     pub consumer: Arc<SinkConsumer>,
-    /// The converter.
     pub converter: Converter,
     /// Which converter that is.
     pub converter_id: Arc<ConverterId>,
@@ -48,7 +47,6 @@ pub struct ConsumeLoop {
     pub canary: Arc<CanarySample>,
     /// Set to stop.
     pub shutdown: Arc<AtomicBool>,
-    /// Counters.
     pub stats: Arc<Stats>,
     /// The sink's name, for metrics.
     pub sink: String,

@@ -338,17 +338,12 @@ impl Target {
 /// One message that goes to the dead-letter table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
-    /// Topic.
     pub topic: String,
-    /// Partition.
     pub partition: i32,
-    /// Offset.
     pub offset: i64,
     /// Milliseconds since the epoch.
     pub timestamp: Option<i64>,
-    /// Raw key.
     pub key: Option<Vec<u8>>,
-    /// Raw value.
     pub value: Option<Vec<u8>>,
     /// Why it could not be loaded.
     pub reason: String,
@@ -384,7 +379,6 @@ pub fn storable_text(text: &str) -> std::borrow::Cow<'_, str> {
 pub struct FlushData<'a> {
     /// COPY text chunks of the rows.
     pub copy_chunks: &'a [Bytes],
-    /// Dead letters.
     pub dead_letters: &'a [DeadLetter],
     /// Offset moves (synchronized delivery only; empty otherwise).
     pub offsets: &'a [OffsetMove],

@@ -77,7 +77,6 @@ pub enum ReloadError {
     /// The candidate failed its canary batch.
     #[error("the new converter failed its canary batch of {messages} recent messages: {reason}")]
     Canary {
-        /// Canary size.
         messages: usize,
         /// What went wrong.
         reason: String,
@@ -96,7 +95,6 @@ pub struct Reloader {
     pub publish: watch::Sender<Arc<ConverterSpec>>,
     /// Recent messages for the canary.
     pub canary: Arc<CanarySample>,
-    /// Counters.
     pub stats: Arc<ReloadStats>,
     /// The sink's name, for metrics.
     pub sink: String,

@@ -47,15 +47,12 @@ pub enum TlsError {
     /// `db.sslrootcert` cannot be read.
     #[error("cannot read db.sslrootcert file {}: {source}", path.display())]
     ReadRootCert {
-        /// The file.
         path: PathBuf,
-        /// Why.
         source: std::io::Error,
     },
     /// `db.sslrootcert` is not PEM, or holds a broken certificate block.
     #[error("db.sslrootcert file {} is not a valid PEM file: {detail}", path.display())]
     BadPem {
-        /// The file.
         path: PathBuf,
         /// The parser's complaint.
         detail: String,
@@ -66,14 +63,10 @@ pub enum TlsError {
          \"-----BEGIN CERTIFICATE-----\")",
         path.display()
     )]
-    NoCertificates {
-        /// The file.
-        path: PathBuf,
-    },
+    NoCertificates { path: PathBuf },
     /// A certificate of `db.sslrootcert` cannot serve as a trust anchor.
     #[error("db.sslrootcert file {}: certificate #{number} is not usable as a CA: {source}", path.display())]
     BadCertificate {
-        /// The file.
         path: PathBuf,
         /// Position of the certificate in the file, from 1.
         number: usize,

@@ -99,7 +99,6 @@ pub struct Stats {
 pub struct WriterConfig {
     /// How to reach the database (for reconnects).
     pub db: DbConfig,
-    /// Delivery mode.
     pub delivery: Delivery,
     /// What to do with a bad message.
     pub errors_tolerance: ErrorTolerance,
@@ -119,7 +118,7 @@ pub enum SinkError {
     #[error("{0} (errors.tolerance = none: stopping; its offset is not committed)")]
     BadMessage(String),
     /// More dead letters than `errors.deadletter.max.per.minute` allows.
-    #[error("{count} dead letters within a minute exceed errors.deadletter.max.per.minute = {max}; stopping before committing them (the converter or the table is probably wrong)")]
+    #[error("{count} dead letters within a minute exceed errors.deadletter.max.per.minute = {max}; stopping before committing them")]
     TooManyDeadLetters {
         /// Dead letters in the current minute, these included.
         count: u64,

@@ -106,7 +106,7 @@ async fn check(config: &SinkConfig, broker_timeout: Duration) -> Vec<CheckLine> 
         Err(error) => lines.push(fail(
             "database",
             format!("cannot connect to {}: {error}", postgres::describe(db)),
-            "check db.host, db.database, db.username and the password (PGSINK_DB_PASSWORD), and that PostgreSQL accepts connections from here (pg_hba.conf)",
+            "check db.host, db.database, db.username, the password (PGSINK_DB_PASSWORD) and pg_hba.conf",
         )),
         Ok(client) => {
             lines.push(pass("database", format!("connected to {} as {}", postgres::describe(db), db.username)));

@@ -49,9 +49,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
 /// How many lines converted and how many failed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ConvertSummary {
-    /// Lines read.
     pub messages: u64,
-    /// Rows written.
     pub rows: u64,
     /// Lines that failed.
     pub failed: u64,

@@ -96,15 +96,11 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
 pub struct DeadLetterRow {
     /// Its id in `pgsink.dead_letters`.
     pub id: i64,
-    /// Topic.
     pub topic: String,
-    /// Partition.
     pub partition: i32,
-    /// Offset.
     pub offset: i64,
     /// When it failed (text).
     pub failed_at: String,
-    /// Why.
     pub reason: String,
     /// The first bytes of the value, escaped.
     pub value_preview: String,

@@ -14,7 +14,6 @@ pub enum ConverterError {
     Read {
         /// The file (`plugin.path`).
         path: PathBuf,
-        /// Why.
         error: std::io::Error,
     },
     /// The wasmtime engine could not be set up.
