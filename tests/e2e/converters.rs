@@ -19,14 +19,8 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
-use rdkafka::types::RDKafkaErrorCode;
-use sha2::{Digest, Sha256};
-
-use crate::components::{plugin_config, repo_root, run_build, sink_kafka, test_plugin_component};
 use crate::harness::*;
+use sha2::{Digest, Sha256};
 
 // ------------------------------------------------------------------------------------------
 // Building the components
@@ -58,7 +52,7 @@ fn example_component(name: &'static str) -> PathBuf {
 
 /// Builds `tests/plugins/versioned` for wasm32-wasip2 (once per test run).
 fn versioned_component() -> PathBuf {
-    test_plugin_component("versioned-plugin", "versioned_plugin.wasm")
+    build_plugin("versioned-plugin", "versioned_plugin.wasm")
 }
 
 fn sha256_hex(path: &Path) -> String {
@@ -85,49 +79,21 @@ struct Msg {
     value: Vec<u8>,
 }
 
-/// Produces `msgs` in order to partition 0 of `topic` (with headers, which the harness producer
-/// does not send) and waits until all are acknowledged.
+/// Produces `msgs` in order to partition 0 of `topic` and waits until all are acknowledged.
 fn produce_all(broker: &Broker, topic: &str, msgs: &[Msg]) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "90000")
-        .create()
-        .expect("create producer");
+    let mut producer = broker.producer(false);
     for m in msgs {
-        let mut headers = OwnedHeaders::new();
-        for (k, v) in &m.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: v.as_deref(),
-            });
-        }
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
-            .partition(0)
-            .payload(&m.value[..])
-            .headers(headers);
-        if let Some(k) = &m.key {
-            record = record.key(&k[..]);
-        }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
-                    r,
-                )) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => panic!("produce to {topic}: {e}"),
-            }
-        }
-        producer.poll(Duration::ZERO);
+        let headers: Vec<HeaderPair<'_>> =
+            m.headers.iter().map(|(k, v)| (*k, v.as_deref())).collect();
+        producer.send_with_headers(
+            topic,
+            Some(0),
+            m.key.as_deref(),
+            Some(&m.value[..]),
+            &headers,
+        );
     }
-    producer
-        .flush(Duration::from_secs(120))
-        .unwrap_or_else(|e| panic!("producer flush: {e}"));
-    assert_eq!(producer.in_flight_count(), 0, "messages left undelivered");
+    producer.flush();
 }
 
 fn text(b: &[u8]) -> String {
@@ -294,7 +260,7 @@ fn converters_python_end_to_end() {
         &wasm,
         &[("array", "items"), ("message.columns", "order")],
     );
-    let mut sink = ctx.start_sink("sink", &config);
+    let mut sink = ctx.sink("sink").toml(&config).start();
     pg.wait_rows(&table, expected.len() as i64, LONG, &mut [&mut sink]);
     sink.stop_ok();
 
@@ -457,7 +423,7 @@ fn converters_js_end_to_end() {
         &wasm,
         &[("header", "origin"), ("amount.field", "total")],
     );
-    let mut sink = ctx.start_sink("sink", &config);
+    let mut sink = ctx.sink("sink").toml(&config).start();
     pg.wait_rows(&table, expected.len() as i64, LONG, &mut [&mut sink]);
     sink.stop_ok();
 
@@ -746,7 +712,7 @@ fn reload_swaps_without_loss_or_duplicates() {
     let config =
         |version: &str| plugin_config(&table, &topic, &kafka, &plugin, &[("version", version)]);
     let path = ctx.write("sink.toml", config("v1"));
-    let mut sink = ctx.start_sink_file("sink", &path);
+    let mut sink = ctx.sink("sink").file(&path).start();
     let producer = IdProducer::start(broker.producer_spec(false), &topic, 2000);
     wait_version(&pg, &table, "v1", &mut sink);
     const LAST: u32 = 5;
@@ -806,7 +772,7 @@ fn reload_rejects_broken_candidates() {
         plugin_config(&table, &topic, &kafka, plugin, settings)
     };
     let path = ctx.write("sink.toml", config(&plugin, &[("version", "v1")]));
-    let mut sink = ctx.start_sink_file("sink", &path);
+    let mut sink = ctx.sink("sink").file(&path).start();
     let producer = IdProducer::start(broker.producer_spec(false), &topic, 2000);
     wait_version(&pg, &table, "v1", &mut sink);
 
