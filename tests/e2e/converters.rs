@@ -14,13 +14,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::thread::JoinHandle;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::harness::*;
 use sha2::{Digest, Sha256};
+
+use crate::harness::*;
 
 // ------------------------------------------------------------------------------------------
 // Building the components
@@ -537,57 +536,12 @@ fn wait_version(pg: &Pg, t: &Table, version: &str, sink: &mut Sink) {
     }
 }
 
-/// Produces `{"id":N}` for N = 1, 2, … at about `rate` messages per second until stopped.
-struct IdProducer {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<Vec<Delivered>>>,
-}
-
-impl IdProducer {
-    fn start(spec: ProducerSpec, topic: &str, rate: u64) -> IdProducer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let topic = topic.to_string();
-        let handle = std::thread::spawn(move || {
-            let mut p = spec.create();
-            let t0 = Instant::now();
-            let mut id = 0u64;
-            while !stop2.load(Ordering::Relaxed) {
-                id += 1;
-                let value = format!("{{\"id\":{id}}}");
-                p.send(&topic, None, None, Some(value.as_bytes()));
-                let due = Duration::from_secs_f64(id as f64 / rate as f64);
-                let now = t0.elapsed();
-                if due > now {
-                    std::thread::sleep(due - now);
-                }
-            }
-            p.flush()
-        });
-        IdProducer {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    /// Stops producing; returns where every message landed (message `seq` has id `seq + 1`).
-    fn finish(mut self) -> Vec<Delivered> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle
-            .take()
-            .expect("handle")
-            .join()
-            .expect("the id producer panicked")
-    }
-}
-
-impl Drop for IdProducer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
+/// Produces `{"id":N}` for N = 1, 2, … at about `rate` messages per second until stopped
+/// (message `seq` has id `seq + 1`).
+fn produce_ids(spec: ProducerSpec, topic: &str, rate: u64) -> BackgroundProducer {
+    BackgroundProducer::paced(spec, topic, rate, |i| {
+        Some((None, format!("{{\"id\":{}}}", i + 1).into_bytes()))
+    })
 }
 
 /// The version number of `vN`.
@@ -713,7 +667,7 @@ fn reload_swaps_without_loss_or_duplicates() {
         |version: &str| plugin_config(&table, &topic, &kafka, &plugin, &[("version", version)]);
     let path = ctx.write("sink.toml", config("v1"));
     let mut sink = ctx.sink("sink").file(&path).start();
-    let producer = IdProducer::start(broker.producer_spec(false), &topic, 2000);
+    let producer = produce_ids(broker.producer_spec(false), &topic, 2000);
     wait_version(&pg, &table, "v1", &mut sink);
     const LAST: u32 = 5;
     for v in 2..=LAST {
@@ -724,7 +678,7 @@ fn reload_swaps_without_loss_or_duplicates() {
         wait_version(&pg, &table, &version, &mut sink);
     }
     std::thread::sleep(Duration::from_millis(1000));
-    let delivered = producer.finish();
+    let delivered = producer.stop();
     ctx.note(format!("{} messages produced", delivered.len()));
     pg.wait_rows(&table, delivered.len() as i64, LONG, &mut [&mut sink]);
     sink.stop_ok();
@@ -773,7 +727,7 @@ fn reload_rejects_broken_candidates() {
     };
     let path = ctx.write("sink.toml", config(&plugin, &[("version", "v1")]));
     let mut sink = ctx.sink("sink").file(&path).start();
-    let producer = IdProducer::start(broker.producer_spec(false), &topic, 2000);
+    let producer = produce_ids(broker.producer_spec(false), &topic, 2000);
     wait_version(&pg, &table, "v1", &mut sink);
 
     // Each broken candidate carries its own version, so rows would show if one got in.
@@ -844,7 +798,7 @@ fn reload_rejects_broken_candidates() {
     replace_file(&path, &config(&plugin, &[("version", "v2")]));
     wait_version(&pg, &table, "v2", &mut sink);
     std::thread::sleep(Duration::from_millis(500));
-    let delivered = producer.finish();
+    let delivered = producer.stop();
     pg.wait_rows(&table, delivered.len() as i64, LONG, &mut [&mut sink]);
     sink.stop_ok();
 

@@ -275,30 +275,13 @@ impl Pg {
     /// Polls until the table has at least `n` rows, requiring every sink in `sinks` to keep
     /// running meanwhile. Returns the row count seen.
     pub fn wait_rows(&self, t: &Table, n: i64, timeout: Duration, sinks: &mut [&mut Sink]) -> i64 {
-        let t0 = Instant::now();
-        let mut last = -1;
-        loop {
-            let c = self.count(t);
-            if c >= n {
-                eprintln!(
-                    "{}: {c} rows (wanted {n}) after {:.1} s",
-                    t.name,
-                    t0.elapsed().as_secs_f64()
-                );
-                return c;
-            }
-            for s in sinks.iter_mut() {
-                s.assert_running(&format!("waiting for {n} rows in {} ({c} so far)", t.name));
-            }
-            if t0.elapsed() > timeout {
-                panic!(
-                    "timed out after {timeout:?} waiting for {n} rows in {}: {c} rows (previous poll {last})",
-                    t.qualified()
-                );
-            }
-            last = c;
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.poll_rows(t, n, timeout, sinks, |c, last| {
+            format!(
+                "timed out after {timeout:?} waiting for {n} rows in {}: {c} rows (previous poll {last})",
+                t.qualified()
+            )
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Polls until a standard table has a row for each of `ids` (at least `ids.len()` rows),
@@ -324,7 +307,31 @@ impl Pg {
         sinks: &mut [&mut Sink],
     ) -> Result<i64, String> {
         let n = ids.len() as i64;
+        self.poll_rows(t, n, timeout, sinks, |_, _| {
+            let r = check_std_rows(&self.std_rows(t), ids);
+            let offsets = self.stored_offsets(t);
+            format!(
+                "timed out after {timeout:?} waiting for all {n} rows in {}: {}; \
+                 pgsink.offsets (sum {}): {offsets:?}",
+                t.qualified(),
+                r.summary(),
+                offsets.values().sum::<i64>()
+            )
+        })
+    }
+
+    /// Polls every 50 ms until the table has at least `n` rows, requiring every sink to keep
+    /// running; after `timeout`, the error `timed_out(count, previous count)`.
+    fn poll_rows(
+        &self,
+        t: &Table,
+        n: i64,
+        timeout: Duration,
+        sinks: &mut [&mut Sink],
+        timed_out: impl FnOnce(i64, i64) -> String,
+    ) -> Result<i64, String> {
         let t0 = Instant::now();
+        let mut last = -1;
         loop {
             let c = self.count(t);
             if c >= n {
@@ -339,16 +346,9 @@ impl Pg {
                 s.assert_running(&format!("waiting for {n} rows in {} ({c} so far)", t.name));
             }
             if t0.elapsed() > timeout {
-                let r = check_std_rows(&self.std_rows(t), ids);
-                let offsets = self.stored_offsets(t);
-                return Err(format!(
-                    "timed out after {timeout:?} waiting for all {n} rows in {}: {}; \
-                     pgsink.offsets (sum {}): {offsets:?}",
-                    t.qualified(),
-                    r.summary(),
-                    offsets.values().sum::<i64>()
-                ));
+                return Err(timed_out(c, last));
             }
+            last = c;
             std::thread::sleep(Duration::from_millis(50));
         }
     }

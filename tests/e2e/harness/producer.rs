@@ -203,42 +203,74 @@ pub fn end_offsets(delivered: &[Delivered]) -> BTreeMap<(String, i32), i64> {
     ends
 }
 
-/// Produces the standard messages of `ids` on a thread at about `rate` messages per second,
-/// while the test does other things. Dropping it stops production.
+/// A key (None: null) and a value, made by a [`BackgroundProducer`] for each message.
+pub type Keyed = (Option<Vec<u8>>, Vec<u8>);
+
+/// Produces messages on a thread at about `rate` messages per second while the test does other
+/// things. Dropping it abandons production (no flush, so a broker that is down does not hold
+/// up the test's end).
 pub struct BackgroundProducer {
     stop: Arc<AtomicBool>,
+    abandon: Arc<AtomicBool>,
     handle: Option<JoinHandle<Vec<Delivered>>>,
 }
 
 impl BackgroundProducer {
+    /// The standard messages of `ids`, keyed by id; [`BackgroundProducer::finish`] waits for
+    /// all of them.
     pub fn start(spec: ProducerSpec, topic: &str, ids: Vec<u64>, rate: u64) -> BackgroundProducer {
+        let mut ids = ids.into_iter();
+        BackgroundProducer::paced(spec, topic, rate, move |_| {
+            let id = ids.next()?;
+            Some((
+                Some(id.to_string().into_bytes()),
+                std_message(id).into_bytes(),
+            ))
+        })
+    }
+
+    /// Message `i` (0, 1, …) is `message(i)`, due at `i / rate` seconds, until `message`
+    /// returns None or [`BackgroundProducer::stop`] is called.
+    pub fn paced(
+        spec: ProducerSpec,
+        topic: &str,
+        rate: u64,
+        mut message: impl FnMut(u64) -> Option<Keyed> + Send + 'static,
+    ) -> BackgroundProducer {
         let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
+        let abandon = Arc::new(AtomicBool::new(false));
+        let (stop2, abandon2) = (stop.clone(), abandon.clone());
         let topic = topic.to_string();
         let handle = std::thread::spawn(move || {
             let mut p = spec.create();
             let t0 = Instant::now();
-            for (i, id) in ids.iter().enumerate() {
-                if stop2.load(Ordering::Relaxed) {
-                    return Vec::new();
+            for i in 0u64.. {
+                if stop2.load(Ordering::Relaxed) || abandon2.load(Ordering::Relaxed) {
+                    break;
                 }
-                p.send_std(&topic, *id);
-                // Pace: message i is due at i / rate seconds.
+                let Some((key, value)) = message(i) else {
+                    break;
+                };
+                p.send(&topic, None, key.as_deref(), Some(&value));
                 let due = Duration::from_secs_f64(i as f64 / rate as f64);
                 let now = t0.elapsed();
                 if due > now {
                     std::thread::sleep(due - now);
                 }
             }
+            if abandon2.load(Ordering::Relaxed) {
+                return Vec::new();
+            }
             p.flush()
         });
         BackgroundProducer {
             stop,
+            abandon,
             handle: Some(handle),
         }
     }
 
-    /// Waits for every message to be acknowledged.
+    /// Waits until every message is produced and acknowledged; returns where each landed.
     pub fn finish(mut self) -> Vec<Delivered> {
         self.handle
             .take()
@@ -246,11 +278,17 @@ impl BackgroundProducer {
             .join()
             .expect("background producer panicked")
     }
+
+    /// Stops producing, then [`BackgroundProducer::finish`]es.
+    pub fn stop(self) -> Vec<Delivered> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.finish()
+    }
 }
 
 impl Drop for BackgroundProducer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.abandon.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
