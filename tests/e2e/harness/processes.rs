@@ -39,17 +39,14 @@ pub struct SinkRun<'a> {
 
 impl SinkRun<'_> {
     /// The configuration as TOML text, written to `<label>.toml` in the work directory.
-    pub fn toml(mut self, text: impl AsRef<str>) -> Self {
-        self.config = Some(
-            self.ctx
-                .write(&format!("{}.toml", self.label), text.as_ref()),
-        );
+    pub fn toml(mut self, text: &str) -> Self {
+        self.config = Some(self.ctx.write(&format!("{}.toml", self.label), text));
         self
     }
 
     /// A configuration file of any format pgsink reads.
-    pub fn file(mut self, path: impl AsRef<Path>) -> Self {
-        self.config = Some(path.as_ref().to_path_buf());
+    pub fn file(mut self, path: &Path) -> Self {
+        self.config = Some(path.to_path_buf());
         self
     }
 
