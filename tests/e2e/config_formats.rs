@@ -21,7 +21,7 @@ fn quoted_identifiers_synchronized_mock() {
     producer.send_std_all(&topic, 1..=2000);
     let ends = end_offsets(&producer.flush());
     let cfg = SinkToml::new(&table, &[&topic], &broker, &ctx.unique("g")).flush_ms(200);
-    let mut sink = ctx.start_sink("sink", &cfg.render());
+    let mut sink = ctx.sink("sink").toml(&cfg.render()).start();
     pg.wait_all_rows(&table, &(1..=2000).collect(), LONG, &mut [&mut sink]);
     sink.stop_ok();
     assert_exactly_once(&pg, &table, &(1..=2000).collect::<BTreeSet<u64>>());
@@ -64,7 +64,7 @@ fn properties_file_synchronized_mock() {
         bootstrap = broker.bootstrap(),
     );
     let path = ctx.write("justone-kafka-sink-pg-json.properties", props);
-    let mut sink = ctx.start_sink_file("sink", &path);
+    let mut sink = ctx.sink("sink").file(&path).start();
     pg.wait_all_rows(&table, &(1..=5000).collect(), LONG, &mut [&mut sink]);
     sink.stop_ok();
     assert!(

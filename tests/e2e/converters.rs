@@ -14,18 +14,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::thread::JoinHandle;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
-use rdkafka::types::RDKafkaErrorCode;
 use sha2::{Digest, Sha256};
 
-use crate::components::{plugin_config, repo_root, run_build, sink_kafka, test_plugin_component};
 use crate::harness::*;
 
 // ------------------------------------------------------------------------------------------
@@ -58,7 +51,7 @@ fn example_component(name: &'static str) -> PathBuf {
 
 /// Builds `tests/plugins/versioned` for wasm32-wasip2 (once per test run).
 fn versioned_component() -> PathBuf {
-    test_plugin_component("versioned-plugin", "versioned_plugin.wasm")
+    build_plugin("versioned-plugin", "versioned_plugin.wasm")
 }
 
 fn sha256_hex(path: &Path) -> String {
@@ -85,49 +78,21 @@ struct Msg {
     value: Vec<u8>,
 }
 
-/// Produces `msgs` in order to partition 0 of `topic` (with headers, which the harness producer
-/// does not send) and waits until all are acknowledged.
+/// Produces `msgs` in order to partition 0 of `topic` and waits until all are acknowledged.
 fn produce_all(broker: &Broker, topic: &str, msgs: &[Msg]) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "90000")
-        .create()
-        .expect("create producer");
+    let mut producer = broker.producer(false);
     for m in msgs {
-        let mut headers = OwnedHeaders::new();
-        for (k, v) in &m.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: v.as_deref(),
-            });
-        }
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
-            .partition(0)
-            .payload(&m.value[..])
-            .headers(headers);
-        if let Some(k) = &m.key {
-            record = record.key(&k[..]);
-        }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
-                    r,
-                )) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => panic!("produce to {topic}: {e}"),
-            }
-        }
-        producer.poll(Duration::ZERO);
+        let headers: Vec<HeaderPair<'_>> =
+            m.headers.iter().map(|(k, v)| (*k, v.as_deref())).collect();
+        producer.send_with_headers(
+            topic,
+            Some(0),
+            m.key.as_deref(),
+            Some(&m.value[..]),
+            &headers,
+        );
     }
-    producer
-        .flush(Duration::from_secs(120))
-        .unwrap_or_else(|e| panic!("producer flush: {e}"));
-    assert_eq!(producer.in_flight_count(), 0, "messages left undelivered");
+    producer.flush();
 }
 
 fn text(b: &[u8]) -> String {
@@ -294,7 +259,7 @@ fn converters_python_end_to_end() {
         &wasm,
         &[("array", "items"), ("message.columns", "order")],
     );
-    let mut sink = ctx.start_sink("sink", &config);
+    let mut sink = ctx.sink("sink").toml(&config).start();
     pg.wait_rows(&table, expected.len() as i64, LONG, &mut [&mut sink]);
     sink.stop_ok();
 
@@ -457,7 +422,7 @@ fn converters_js_end_to_end() {
         &wasm,
         &[("header", "origin"), ("amount.field", "total")],
     );
-    let mut sink = ctx.start_sink("sink", &config);
+    let mut sink = ctx.sink("sink").toml(&config).start();
     pg.wait_rows(&table, expected.len() as i64, LONG, &mut [&mut sink]);
     sink.stop_ok();
 
@@ -571,57 +536,12 @@ fn wait_version(pg: &Pg, t: &Table, version: &str, sink: &mut Sink) {
     }
 }
 
-/// Produces `{"id":N}` for N = 1, 2, … at about `rate` messages per second until stopped.
-struct IdProducer {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<Vec<Delivered>>>,
-}
-
-impl IdProducer {
-    fn start(spec: ProducerSpec, topic: &str, rate: u64) -> IdProducer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let topic = topic.to_string();
-        let handle = std::thread::spawn(move || {
-            let mut p = spec.create();
-            let t0 = Instant::now();
-            let mut id = 0u64;
-            while !stop2.load(Ordering::Relaxed) {
-                id += 1;
-                let value = format!("{{\"id\":{id}}}");
-                p.send(&topic, None, None, Some(value.as_bytes()));
-                let due = Duration::from_secs_f64(id as f64 / rate as f64);
-                let now = t0.elapsed();
-                if due > now {
-                    std::thread::sleep(due - now);
-                }
-            }
-            p.flush()
-        });
-        IdProducer {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    /// Stops producing; returns where every message landed (message `seq` has id `seq + 1`).
-    fn finish(mut self) -> Vec<Delivered> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle
-            .take()
-            .expect("handle")
-            .join()
-            .expect("the id producer panicked")
-    }
-}
-
-impl Drop for IdProducer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
+/// Produces `{"id":N}` for N = 1, 2, … at about `rate` messages per second until stopped
+/// (message `seq` has id `seq + 1`).
+fn produce_ids(spec: ProducerSpec, topic: &str, rate: u64) -> BackgroundProducer {
+    BackgroundProducer::paced(spec, topic, rate, |i| {
+        Some((None, format!("{{\"id\":{}}}", i + 1).into_bytes()))
+    })
 }
 
 /// The version number of `vN`.
@@ -746,8 +666,8 @@ fn reload_swaps_without_loss_or_duplicates() {
     let config =
         |version: &str| plugin_config(&table, &topic, &kafka, &plugin, &[("version", version)]);
     let path = ctx.write("sink.toml", config("v1"));
-    let mut sink = ctx.start_sink_file("sink", &path);
-    let producer = IdProducer::start(broker.producer_spec(false), &topic, 2000);
+    let mut sink = ctx.sink("sink").file(&path).start();
+    let producer = produce_ids(broker.producer_spec(false), &topic, 2000);
     wait_version(&pg, &table, "v1", &mut sink);
     const LAST: u32 = 5;
     for v in 2..=LAST {
@@ -758,7 +678,7 @@ fn reload_swaps_without_loss_or_duplicates() {
         wait_version(&pg, &table, &version, &mut sink);
     }
     std::thread::sleep(Duration::from_millis(1000));
-    let delivered = producer.finish();
+    let delivered = producer.stop();
     ctx.note(format!("{} messages produced", delivered.len()));
     pg.wait_rows(&table, delivered.len() as i64, LONG, &mut [&mut sink]);
     sink.stop_ok();
@@ -806,8 +726,8 @@ fn reload_rejects_broken_candidates() {
         plugin_config(&table, &topic, &kafka, plugin, settings)
     };
     let path = ctx.write("sink.toml", config(&plugin, &[("version", "v1")]));
-    let mut sink = ctx.start_sink_file("sink", &path);
-    let producer = IdProducer::start(broker.producer_spec(false), &topic, 2000);
+    let mut sink = ctx.sink("sink").file(&path).start();
+    let producer = produce_ids(broker.producer_spec(false), &topic, 2000);
     wait_version(&pg, &table, "v1", &mut sink);
 
     // Each broken candidate carries its own version, so rows would show if one got in.
@@ -878,7 +798,7 @@ fn reload_rejects_broken_candidates() {
     replace_file(&path, &config(&plugin, &[("version", "v2")]));
     wait_version(&pg, &table, "v2", &mut sink);
     std::thread::sleep(Duration::from_millis(500));
-    let delivered = producer.finish();
+    let delivered = producer.stop();
     pg.wait_rows(&table, delivered.len() as i64, LONG, &mut [&mut sink]);
     sink.stop_ok();
 

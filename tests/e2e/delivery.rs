@@ -28,7 +28,7 @@ fn run_mode(name: &str, broker: Broker, mode: &str, n: u64, partitions: i32) {
     let cfg = SinkToml::new(&table, &[&topic], &broker, &group)
         .delivery(mode)
         .flush_ms(250);
-    let mut sink = ctx.start_sink("sink", &cfg.render());
+    let mut sink = ctx.sink("sink").toml(&cfg.render()).start();
     match mode {
         // The buffer (8 MB by default) is written only when full or at shutdown, so rows
         // cannot be watched: wait until the group has committed the end offsets instead.
@@ -111,7 +111,7 @@ fn synchronized_is_the_default_mock() {
     producer.send_std_all(&topic, 1..=3000);
     let ends = end_offsets(&producer.flush());
     let cfg = SinkToml::new(&table, &[&topic], &broker, &ctx.unique("g"));
-    let mut sink = ctx.start_sink("sink", &cfg.render());
+    let mut sink = ctx.sink("sink").toml(&cfg.render()).start();
     pg.wait_all_rows(&table, &(1..=3000).collect(), LONG, &mut [&mut sink]);
     sink.stop_ok();
     assert_exactly_once(&pg, &table, &(1..=3000).collect());
@@ -132,7 +132,7 @@ fn fastest_flushes_when_buffer_full() {
         .delivery("fastest")
         .buffer_size(4096)
         .flush_ms(600_000);
-    let mut sink = ctx.start_sink("sink", &cfg.render());
+    let mut sink = ctx.sink("sink").toml(&cfg.render()).start();
     // A row is about 50 bytes, so a 4096-byte buffer holds under 100 rows. Allow for a few
     // buffers in flight: at least n - 1000 rows must arrive without any shutdown.
     let seen = pg.wait_rows(&table, n as i64 - 1000, LONG, &mut [&mut sink]);
@@ -162,7 +162,7 @@ fn two_topics_into_one_table_synchronized_mock() {
     let cfg = SinkToml::new(&table, &[], &broker, &ctx.unique("g"))
         .line(&format!("topics = {}", toml_str(&format!(" {a}, {b} "))))
         .flush_ms(250);
-    let mut sink = ctx.start_sink("sink", &cfg.render());
+    let mut sink = ctx.sink("sink").toml(&cfg.render()).start();
     let ids: BTreeSet<u64> = (1..=5000).chain(100_001..=107_000).collect();
     pg.wait_all_rows(&table, &ids, LONG, &mut [&mut sink]);
     sink.stop_ok();
@@ -183,7 +183,7 @@ fn synchronized_multi_partition_tasks_2_mock() {
     let cfg = SinkToml::new(&table, &[&topic], &broker, &ctx.unique("g"))
         .line("tasks = 2")
         .flush_ms(250);
-    let mut sink = ctx.start_sink("sink", &cfg.render());
+    let mut sink = ctx.sink("sink").toml(&cfg.render()).start();
     pg.wait_all_rows(&table, &(1..=n).collect(), LONG, &mut [&mut sink]);
     sink.stop_ok();
     assert_exactly_once(&pg, &table, &(1..=n).collect());

@@ -58,7 +58,7 @@ fn dead_letters_synchronized_mock() {
     let ends = end_offsets(&delivered);
 
     let cfg = SinkToml::new(&table, &[&topic], &broker, &ctx.unique("g")).flush_ms(200);
-    let mut sink = ctx.start_sink("sink", &cfg.render());
+    let mut sink = ctx.sink("sink").toml(&cfg.render()).start();
     pg.wait_all_rows(&table, &(1..=3000).collect(), LONG, &mut [&mut sink]);
     wait_for(
         Duration::from_secs(30),
@@ -117,7 +117,7 @@ fn errors_tolerance_none_stops_at_bad_message_mock() {
     let cfg = SinkToml::new(&table, &[&topic], &broker, &ctx.unique("g"))
         .line("errors.tolerance = \"none\"")
         .flush_ms(200);
-    let mut sink = ctx.start_sink("sink", &cfg.render());
+    let mut sink = ctx.sink("sink").toml(&cfg.render()).start();
     let status = sink.wait(LONG);
     let stderr = sink.stderr();
     assert!(
@@ -158,7 +158,7 @@ fn errors_dead_letter_cap_stops_the_sink_mock() {
     let cfg = SinkToml::new(&table, &[&topic], &broker, &ctx.unique("g"))
         .line("errors.deadletter.max.per.minute = 20")
         .flush_ms(200);
-    let mut sink = ctx.start_sink("sink", &cfg.render());
+    let mut sink = ctx.sink("sink").toml(&cfg.render()).start();
     pg.wait_rows(&table, 500, LONG, &mut [&mut sink]);
     for i in 0..30 {
         let key = format!("bad-{i}");
@@ -249,7 +249,11 @@ impl StartupCase {
     /// The same with extra environment variables for the sink.
     fn expect_failure_env(&self, cfg: &str, env: &[(&str, &str)]) -> String {
         let t0 = Instant::now();
-        let mut sink = self.ctx.start_sink_env("sink", cfg, env);
+        let mut run = self.ctx.sink("sink").toml(cfg);
+        for (key, value) in env {
+            run = run.env(key, value);
+        }
+        let mut sink = run.start();
         let status = sink.wait(Duration::from_secs(30));
         let stderr = sink.stderr();
         self.ctx.note(format!(

@@ -96,7 +96,7 @@ fn kill9_many(name: &str, mode: &str, plan: Plan, kills: usize, strategy: Option
              ({:.0} s): the producer must outlast the kills",
             t0.elapsed().as_secs_f64()
         );
-        let mut sink = s.ctx.start_sink(&label, &cfg);
+        let mut sink = s.ctx.sink(&label).toml(&cfg).start();
         let moment = if rng.next().is_multiple_of(2) {
             let after = Duration::from_millis(rng.between(100, 8000));
             sink.stays_up(after, "before the planned kill -9");
@@ -137,7 +137,7 @@ fn kill9_many(name: &str, mode: &str, plan: Plan, kills: usize, strategy: Option
         "only {with_progress} of {run} runs loaded rows before their kill: the kills did not \
          interrupt real work"
     );
-    let mut last = s.ctx.start_sink("final", &cfg);
+    let mut last = s.ctx.sink("final").toml(&cfg).start();
     if mode == "synchronized" {
         s.finish_exactly_once(&ids, &mut [&mut last]);
     } else {
@@ -234,7 +234,7 @@ fn synchronized_postgres_crash_restart_mock() {
     let (mut cluster, mut s) =
         scene_on_own_server("synchronized_postgres_crash_restart_mock", &plan);
     let cfg = s.config("synchronized").render();
-    let mut sink = s.ctx.start_sink("sink", &cfg);
+    let mut sink = s.ctx.sink("sink").toml(&cfg).start();
     for round in 1..=2 {
         let base = s.pg.count(&s.table);
         s.pg.wait_rows(&s.table, base + 1, LONG, &mut [&mut sink]);
@@ -268,7 +268,7 @@ fn synchronized_sigterm_while_postgres_down_mock() {
     let (mut cluster, mut s) =
         scene_on_own_server("synchronized_sigterm_while_postgres_down_mock", &plan);
     let cfg = s.config("synchronized").render();
-    let mut run1 = s.ctx.start_sink("run1", &cfg);
+    let mut run1 = s.ctx.sink("run1").toml(&cfg).start();
     s.pg.wait_rows(&s.table, 1, LONG, &mut [&mut run1]);
     cluster.stop();
     // Let messages arrive for the sink to buffer, then ask it to stop.
@@ -292,7 +292,7 @@ fn synchronized_sigterm_while_postgres_down_mock() {
     );
     let rows = bring_back(&mut cluster, &mut s, &plan.ids());
     s.ctx.note(format!("PostgreSQL back with {rows} rows"));
-    let mut run2 = s.ctx.start_sink("run2", &cfg);
+    let mut run2 = s.ctx.sink("run2").toml(&cfg).start();
     s.finish_exactly_once(&plan.ids(), &mut [&mut run2]);
 }
 
@@ -399,7 +399,7 @@ fn synchronized_disk_full_mock() {
         s.table.qualified()
     ));
     let cfg = s.config("synchronized").render();
-    let mut sink = s.ctx.start_sink("sink", &cfg);
+    let mut sink = s.ctx.sink("sink").toml(&cfg).start();
     wait_for(LONG, "the sink to report the full disk", || {
         sink.assert_running("the disk fills up");
         sink.stderr().contains("No space left on device")
@@ -456,7 +456,7 @@ fn synchronized_table_dropped_mock() {
     };
     let mut s = Scene::new("synchronized_table_dropped_mock", Broker::mock(), &plan);
     let cfg = s.config("synchronized").render();
-    let mut sink = s.ctx.start_sink("run1", &cfg);
+    let mut sink = s.ctx.sink("run1").toml(&cfg).start();
     s.pg.wait_rows(&s.table, 1, LONG, &mut [&mut sink]);
     s.pg.batch(&format!("DROP TABLE {}", s.table.qualified()));
     // No flush can commit after the DROP (it takes the table's lock first).
@@ -483,7 +483,7 @@ fn synchronized_table_dropped_mock() {
     // The same table again: the sink resumes at the stored offsets.
     let table = s.pg.std_table(&s.table.name);
     assert_eq!(table.qualified(), s.table.qualified());
-    let mut run2 = s.ctx.start_sink("run2", &cfg);
+    let mut run2 = s.ctx.sink("run2").toml(&cfg).start();
     s.finish_producing();
     let expected: BTreeSet<u64> = s
         .located
@@ -537,7 +537,7 @@ fn synchronized_broker_request_errors_mock() {
         &plan,
     );
     let cfg = s.config("synchronized").render();
-    let mut sink = s.ctx.start_sink("sink", &cfg);
+    let mut sink = s.ctx.sink("sink").toml(&cfg).start();
     s.pg.wait_rows(&s.table, 1, LONG, &mut [&mut sink]);
     let assigned_before = lines_with(&sink.stderr(), "assigned; starting from");
     let Broker::Mock(mock) = &s.broker else {
@@ -634,7 +634,7 @@ fn guaranteed_offset_commit_errors_mock() {
     );
     let total = plan.total() as i64;
     let cfg = s.config("guaranteed").render();
-    let mut sink = s.ctx.start_sink("run1", &cfg);
+    let mut sink = s.ctx.sink("run1").toml(&cfg).start();
     s.pg.wait_rows(&s.table, 1, LONG, &mut [&mut sink]);
     let Broker::Mock(mock) = &s.broker else {
         unreachable!()
@@ -665,6 +665,6 @@ fn guaranteed_offset_commit_errors_mock() {
         "run1 killed at {} distinct ids, after 20 failed commits",
         s.pg.count_distinct_ids(&s.table)
     ));
-    let mut run2 = s.ctx.start_sink("run2", &cfg);
+    let mut run2 = s.ctx.sink("run2").toml(&cfg).start();
     s.finish_at_least_once(&plan.ids(), &mut run2);
 }

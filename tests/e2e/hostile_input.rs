@@ -8,14 +8,10 @@
 //! there and fails here points at the host (transport, COPY, dead letters), not the converter.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::message::{DeliveryResult, Message as _};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _, ProducerContext};
 
 use crate::harness::*;
 
@@ -34,72 +30,17 @@ fn load_corpus() -> corpus::Corpus {
     corpus::load(&corpus::dir_from(env!("CARGO_MANIFEST_DIR"), ".."))
 }
 
-// ------------------------------------------------------------------------------------------
-// A producer for big and odd messages
-// ------------------------------------------------------------------------------------------
-
 /// A message to produce: partition, key, value (None: null).
 type Outgoing<'a> = (i32, Option<&'a [u8]>, Option<&'a [u8]>);
 
-/// A delivery report: the message's sequence number and its partition and offset.
-type Ack = (usize, Result<(i32, i64), String>);
-
-/// Delivery reports by sequence number.
-#[derive(Default)]
-struct Acks(Mutex<Vec<Ack>>);
-
-impl ClientContext for Acks {}
-
-impl ProducerContext for Acks {
-    type DeliveryOpaque = usize;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
-        let outcome = match result {
-            Ok(m) => Ok((m.partition(), m.offset())),
-            Err((e, _)) => Err(e.to_string()),
-        };
-        self.0.lock().unwrap().push((seq, outcome));
-    }
-}
-
-/// Produces `messages` (partition, key, value) and returns where each landed, in order. The
-/// harness's producer keeps librdkafka's 1 MB message limit; the corpus has a 10 MB message.
+/// Produces `messages` (partition, key, value) and returns where each landed, in order; the
+/// corpus has a 10 MB message, beyond librdkafka's default limit.
 fn produce(broker: &Broker, topic: &str, messages: &[Outgoing<'_>]) -> Vec<Delivered> {
-    let producer: BaseProducer<Acks> = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("message.max.bytes", (64 << 20).to_string())
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "60000")
-        .create_with_context(Acks::default())
-        .expect("create producer");
-    for (seq, (partition, key, value)) in messages.iter().enumerate() {
-        let mut record: BaseRecord<'_, [u8], [u8], usize> =
-            BaseRecord::with_opaque_to(topic, seq).partition(*partition);
-        record.key = *key;
-        record.payload = *value;
-        if let Err((e, _)) = producer.send(record) {
-            panic!("produce message {seq} to {topic}: {e}");
-        }
-        producer.poll(Duration::ZERO);
+    let mut producer = broker.producer_spec(false).large_messages().create();
+    for (partition, key, value) in messages {
+        producer.send(topic, Some(*partition), *key, *value);
     }
-    producer
-        .flush(BOUND)
-        .unwrap_or_else(|e| panic!("producer flush: {e}"));
-    let mut acks = std::mem::take(&mut *producer.context().0.lock().unwrap());
-    acks.sort_by_key(|(seq, _)| *seq);
-    assert_eq!(acks.len(), messages.len(), "every message acknowledged");
-    acks.into_iter()
-        .map(|(seq, outcome)| {
-            let (partition, offset) =
-                outcome.unwrap_or_else(|e| panic!("message {seq} was not delivered: {e}"));
-            Delivered {
-                seq,
-                topic: topic.to_string(),
-                partition,
-                offset,
-            }
-        })
-        .collect()
+    producer.flush()
 }
 
 /// Every row of `table`, each column read as text, sorted.
@@ -233,7 +174,7 @@ fn hostile_corpus_synchronized_mock() {
     .delivery("synchronized")
     .flush_ms(200)
     .line("errors.tolerance = \"all\"");
-    let mut sink = ctx.start_sink("sink", &cfg.render());
+    let mut sink = ctx.sink("sink").toml(&cfg.render()).start();
     let took = wait_for(
         BOUND,
         "the stored offsets to reach the end of the corpus",
@@ -513,7 +454,7 @@ fn hostile_identifiers_synchronized_mock() {
         table.qualified()
     );
 
-    let mut sink = ctx.start_sink_file("sink", std::path::Path::new(config));
+    let mut sink = ctx.sink("sink").file(std::path::Path::new(config)).start();
     wait_for(BOUND, "the stored offsets to reach the end", || {
         sink.assert_running("loading the messages");
         pg.stored_offsets(&table) == ends

@@ -188,7 +188,7 @@ fn synchronized_interleaving_fence_trip_unstored_partition_mock() {
         .delivery("synchronized")
         .flush_ms(600_000)
         .render();
-    let mut sink = ctx.start_sink("sink", &cfg);
+    let mut sink = ctx.sink("sink").toml(&cfg).start();
     pg.wait_all_rows(&table, &[warm_up].into(), LONG, &mut [&mut sink]);
     ctx.note(format!("warm-up loaded: {:?}", pg.stored_offsets(&table)));
 
@@ -298,7 +298,7 @@ fn synchronized_interleaving_cooperative_revoke_flush_refused_mock() {
     let cfg_b = base.render();
 
     let lock = hold_share_lock(&table);
-    let mut a = ctx.start_sink("a", &cfg_a);
+    let mut a = ctx.sink("a").toml(&cfg_a).start();
     wait_copy_blocked(&ctx, &pg, &table, &mut a);
     // The writer holds batch 1 (its COPY waits), the event channel holds 4 more: once A has
     // converted 6 batches its consume thread is stuck sending the 6th, so it cannot go idle,
@@ -312,7 +312,7 @@ fn synchronized_interleaving_cooperative_revoke_flush_refused_mock() {
         &format!("SELECT setval('{}', 1, false)", seq.replace('\'', "''")),
         &[],
     );
-    let mut b = ctx.start_sink("b", &cfg_b);
+    let mut b = ctx.sink("b").toml(&cfg_b).start();
     // Cooperative: B's first assignment is empty while A is told to revoke two partitions.
     wait_log(&ctx, &mut b, "assigned; starting from", 1, LONG);
     ctx.note("B is in the group; releasing the lock");
@@ -345,7 +345,7 @@ fn synchronized_interleaving_cooperative_revoke_flush_refused_mock() {
             let rows = assert_synchronized_consistent(&pg, &table, &ids);
             ctx.note(format!("A exited ({status}) at {rows} rows; restarting it"));
             restarted = true;
-            a = ctx.start_sink("a2", &cfg_b);
+            a = ctx.sink("a2").toml(&cfg_b).start();
         }
         b.assert_running("after the revocation");
         assert!(
@@ -400,7 +400,7 @@ fn synchronized_interleaving_offset_reader_reconnects_mock() {
         .kafka("session.timeout.ms", "6000")
         .kafka("heartbeat.interval.ms", "500");
     cfg.database = OWN_DB.to_string();
-    let mut sink = ctx.start_sink("sink", &cfg.render());
+    let mut sink = ctx.sink("sink").toml(&cfg.render()).start();
     let first: BTreeSet<u64> = (1..=n).collect();
     pg.wait_all_rows(&table, &first, LONG, &mut [&mut sink]);
     assert_synchronized_consistent(&pg, &table, &first);
@@ -479,7 +479,7 @@ fn synchronized_interleaving_other_topic_guaranteed_keeps_offsets_mock() {
         .kafka("session.timeout.ms", "6000")
         .kafka("heartbeat.interval.ms", "500")
         .render();
-    let mut sync = ctx.start_sink("sync_x", &cfg_x);
+    let mut sync = ctx.sink("sync_x").toml(&cfg_x).start();
     let ids_x: BTreeSet<u64> = (1..=nx).collect();
     pg.wait_all_rows(&table, &ids_x, LONG, &mut [&mut sync]);
     sync.stop_ok();
@@ -493,7 +493,7 @@ fn synchronized_interleaving_other_topic_guaranteed_keeps_offsets_mock() {
         .delivery("guaranteed")
         .flush_ms(100)
         .render();
-    let mut guaranteed = ctx.start_sink("guaranteed_y", &cfg_y);
+    let mut guaranteed = ctx.sink("guaranteed_y").toml(&cfg_y).start();
     let ids_xy: BTreeSet<u64> = (1..=nx + ny).collect();
     pg.wait_all_rows(&table, &ids_xy, LONG, &mut [&mut guaranteed]);
     guaranteed.stop_ok();
@@ -509,7 +509,7 @@ fn synchronized_interleaving_other_topic_guaranteed_keeps_offsets_mock() {
     let first_new = nx + ny + 1;
     producer.send_std_all(&topic_x, first_new..=first_new + nx2 - 1);
     producer.flush();
-    let mut sync2 = ctx.start_sink("sync_x_again", &cfg_x);
+    let mut sync2 = ctx.sink("sync_x_again").toml(&cfg_x).start();
     let ids: BTreeSet<u64> = (1..first_new + nx2).collect();
     pg.wait_all_rows(&table, &ids, LONG, &mut [&mut sync2]);
     sync2.stop_ok();
@@ -582,7 +582,7 @@ fn synchronized_interleaving_reload_flush_fence_trip_mock() {
     };
 
     let lock = hold_share_lock(&table);
-    let mut sink = ctx.start_sink("sink", &render(10_000));
+    let mut sink = ctx.sink("sink").toml(&render(10_000)).start();
     wait_copy_blocked(&ctx, &pg, &table, &mut sink);
     let converted = wait_consume_blocked(&ctx, &mut sink, port);
     ctx.note(format!("{converted} messages converted; nothing committed"));
@@ -685,7 +685,7 @@ fn synchronized_upgrade_from_sql_v1_mock() {
         .delivery("synchronized")
         .flush_ms(100);
     cfg.database = UPGRADE_DB.to_string();
-    let mut sink = ctx.start_sink("sink", &cfg.render());
+    let mut sink = ctx.sink("sink").toml(&cfg.render()).start();
     let ids: BTreeSet<u64> = (1..=n).collect();
     pg.wait_all_rows(&table, &ids, LONG, &mut [&mut sink]);
     sink.stop_ok();

@@ -1,6 +1,6 @@
 //! End-to-end tests of pgsink: the `pgsink` binary against a real PostgreSQL and two Kafka
 //! brokers (librdkafka's in-process mock cluster and tansu). Run them with `tests/run`
-//! (`tests/run --test e2e -- synchronized` selects by name); see `harness.rs` for the
+//! (`tests/run --test e2e -- synchronized` selects by name); see `harness/mod.rs` for the
 //! environment they read.
 //!
 //! Test names group by feature: `convert_*`, `packaging_*`, `roundtrip_postgres*`,
@@ -14,7 +14,6 @@
 mod harness;
 mod pg_cluster;
 
-mod components;
 mod config_formats;
 mod convert;
 mod converters;

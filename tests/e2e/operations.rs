@@ -40,7 +40,7 @@ fn operations_metrics_scraped_during_a_run() {
             toml_str(&format!("127.0.0.1:{port}"))
         ))
         .flush_ms(200);
-    let mut sink = ctx.start_sink("sink", &cfg.render());
+    let mut sink = ctx.sink("sink").toml(&cfg.render()).start();
 
     // Scrape while it runs, until every row is counted.
     let t0 = Instant::now();
@@ -297,7 +297,7 @@ fn operations_db_rejected_rows_go_to_dead_letters() {
         .collect();
 
     let cfg = SinkToml::new(&table, &[&topic], &broker, &ctx.unique("g")).flush_ms(200);
-    let mut sink = ctx.start_sink("sink", &cfg.render());
+    let mut sink = ctx.sink("sink").toml(&cfg.render()).start();
     let expected_dead = check_seqs.len() + null_seqs.len();
     pg.wait_rows(&table, good.len() as i64, LONG, &mut [&mut sink]);
     wait_for(
@@ -390,7 +390,7 @@ fn operations_dlq_redrive_after_fix() {
     let cfg = SinkToml::new(&table, &[&topic], &broker, &ctx.unique("g")).flush_ms(200);
     let path = ctx.write("sink.toml", cfg.render());
     let path_s = path.to_str().expect("utf-8 path").to_string();
-    let mut sink = ctx.start_sink_file("sink", &path);
+    let mut sink = ctx.sink("sink").file(&path).start();
     pg.wait_rows(&table, good.len() as i64, LONG, &mut [&mut sink]);
     wait_for(
         Duration::from_secs(60),
@@ -515,7 +515,7 @@ fn operations_two_sinks_in_one_process() {
         cfg.push_str(&format!("db.table = {}\n", toml_str(&table.name)));
     }
     ctx.note(format!("config:\n{cfg}"));
-    let mut sink = ctx.start_sink("sink", &cfg);
+    let mut sink = ctx.sink("sink").toml(&cfg).start();
     pg.wait_all_rows(&table_a, &ids_a, LONG, &mut [&mut sink]);
     pg.wait_all_rows(&table_b, &ids_b, LONG, &mut [&mut sink]);
     wait_for(Duration::from_secs(30), "stored offsets at the end", || {

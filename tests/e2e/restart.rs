@@ -208,7 +208,7 @@ fn sigterm_restart(name: &str, broker: Broker, plan: Plan) {
     let total = plan.total() as i64;
     let cfg = s.config("synchronized").render();
 
-    let mut run1 = s.ctx.start_sink("run1", &cfg);
+    let mut run1 = s.ctx.sink("run1").toml(&cfg).start();
     s.pg.wait_rows(&s.table, 1, LONG, &mut [&mut run1]);
     let before = s.pg.count(&s.table);
     run1.stop_ok();
@@ -221,7 +221,7 @@ fn sigterm_restart(name: &str, broker: Broker, plan: Plan) {
         "run1 should have been stopped mid-stream, but all {total} rows were loaded"
     );
 
-    let mut run2 = s.ctx.start_sink("run2", &cfg);
+    let mut run2 = s.ctx.sink("run2").toml(&cfg).start();
     s.finish_exactly_once(&plan.ids(), &mut [&mut run2]);
 }
 
@@ -276,7 +276,7 @@ fn kill9_restart(name: &str, broker: Broker, plan: Plan) {
     for (i, at) in moments.iter().enumerate() {
         let label = format!("run{}", i + 1);
         let base = s.pg.count(&s.table);
-        let mut sink = s.ctx.start_sink(&label, &cfg);
+        let mut sink = s.ctx.sink(&label).toml(&cfg).start();
         match *at {
             KillAt::Rows(k) => {
                 s.pg.wait_rows(&s.table, (base + k).min(total), LONG, &mut [&mut sink]);
@@ -299,7 +299,7 @@ fn kill9_restart(name: &str, broker: Broker, plan: Plan) {
         "only {mid_stream_kills} kills happened mid-stream after progress; the test needs at least 2"
     );
 
-    let mut last = s.ctx.start_sink("final", &cfg);
+    let mut last = s.ctx.sink("final").toml(&cfg).start();
     s.finish_exactly_once(&plan.ids(), &mut [&mut last]);
 }
 
@@ -347,8 +347,8 @@ fn synchronized_fence_two_processes_mock() {
         .config("synchronized")
         .kafka("group.id", &s.ctx.unique("other_group"))
         .render();
-    let mut a = s.ctx.start_sink("a", &cfg_a);
-    let mut b = s.ctx.start_sink("b", &cfg_b);
+    let mut a = s.ctx.sink("a").toml(&cfg_a).start();
+    let mut b = s.ctx.sink("b").toml(&cfg_b).start();
     s.finish_exactly_once(&plan.ids(), &mut [&mut a, &mut b]);
     let fenced = a.stderr().matches("fence").count() + b.stderr().matches("fence").count();
     s.ctx
@@ -369,7 +369,7 @@ fn guaranteed_kill9_restart_mock() {
     for i in 1..=2 {
         let label = format!("run{i}");
         let base = s.pg.count(&s.table);
-        let mut sink = s.ctx.start_sink(&label, &cfg);
+        let mut sink = s.ctx.sink(&label).toml(&cfg).start();
         s.pg.wait_rows(&s.table, base + 1, LONG, &mut [&mut sink]);
         sink.kill9();
         s.ctx.note(format!(
@@ -378,7 +378,7 @@ fn guaranteed_kill9_restart_mock() {
             s.pg.count_distinct_ids(&s.table)
         ));
     }
-    let mut last = s.ctx.start_sink("final", &cfg);
+    let mut last = s.ctx.sink("final").toml(&cfg).start();
     s.finish_at_least_once(&plan.ids(), &mut last);
     let stored = s.pg.stored_offsets(&s.table);
     assert!(
@@ -431,7 +431,7 @@ fn broker_down(name: &str, kafka: &[(&str, &str)]) {
         cfg = cfg.kafka(k, v);
     }
     let cfg = cfg.render();
-    let mut sink = s.ctx.start_sink("sink", &cfg);
+    let mut sink = s.ctx.sink("sink").toml(&cfg).start();
     s.pg.wait_rows(&s.table, 1, LONG, &mut [&mut sink]);
     let Broker::Mock(mock) = &s.broker else {
         unreachable!()
@@ -466,7 +466,7 @@ fn synchronized_db_connection_lost_mock() {
     );
     let total = plan.total() as i64;
     let cfg = s.config("synchronized").render();
-    let mut sink = s.ctx.start_sink("run1", &cfg);
+    let mut sink = s.ctx.sink("run1").toml(&cfg).start();
     s.pg.wait_rows(&s.table, 1, LONG, &mut [&mut sink]);
     let killed = s.pg.query(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -502,7 +502,7 @@ fn synchronized_db_connection_lost_mock() {
                 "run1 exited with {status} after losing its connection ({rows} rows); restarting"
             ));
             restarted = Some(status);
-            sink = s.ctx.start_sink("run2", &cfg);
+            sink = s.ctx.sink("run2").toml(&cfg).start();
         }
         assert!(
             t0.elapsed() < LONG,
@@ -547,9 +547,9 @@ fn same_group_rebalance(name: &str, strategy: &str) {
         .config("synchronized")
         .kafka("partition.assignment.strategy", strategy)
         .render();
-    let mut a = s.ctx.start_sink("a", &cfg);
+    let mut a = s.ctx.sink("a").toml(&cfg).start();
     s.pg.wait_rows(&s.table, 1, LONG, &mut [&mut a]);
-    let mut b = s.ctx.start_sink("b", &cfg);
+    let mut b = s.ctx.sink("b").toml(&cfg).start();
     s.ctx
         .note(format!("b joins at {} rows", s.pg.count(&s.table)));
     // Let the join rebalance happen while messages keep arriving (mock: 9–18 s).

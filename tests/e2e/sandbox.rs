@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::components::{plugin_config_with, sink_kafka, test_plugin_component};
 use crate::harness::*;
 
 /// `plugin.timeout.ms` of the sandbox tests.
@@ -38,7 +37,7 @@ const HOSTILE_COLUMNS: [(&str, &str); 3] = [
 ];
 
 fn hostile_component() -> PathBuf {
-    test_plugin_component("hostile-plugin", "hostile_plugin.wasm")
+    build_plugin("hostile-plugin", "hostile_plugin.wasm")
 }
 
 /// A synchronized sink of `topic` into `table` through the hostile converter with
@@ -242,11 +241,11 @@ fn sandbox_hostile_messages_fail_alone_mock() {
     let delivered = produce(&broker, &topic, &values);
     let config = hostile_config(&table, &topic, &broker, &ctx.unique("g"), &[]);
     let started = Instant::now();
-    let mut sink = ctx.start_sink_env(
-        "sink",
-        &config,
-        &[("PGSINK_SANDBOX_CANARY", "visible-to-the-host-only")],
-    );
+    let mut sink = ctx
+        .sink("sink")
+        .toml(&config)
+        .env("PGSINK_SANDBOX_CANARY", "visible-to-the-host-only")
+        .start();
     wait_accounted(
         &pg,
         &table,
@@ -374,7 +373,7 @@ fn sandbox_stuck_converter_stops_the_sink_mock() {
 
     let first: Vec<(i32, String)> = (0..40).map(|i| (0, format!("m{i}"))).collect();
     let mut delivered = produce(&broker, &topic, &first);
-    let mut sink = ctx.start_sink("good", &config(&[]));
+    let mut sink = ctx.sink("good").toml(&config(&[])).start();
     let ends = end_offsets(&delivered);
     wait_accounted(&pg, &table, 40, &ends, &mut sink);
     sink.stop_ok();
@@ -385,7 +384,10 @@ fn sandbox_stuck_converter_stops_the_sink_mock() {
 
     // A converter that loops on every message.
     let t0 = Instant::now();
-    let mut stuck = ctx.start_sink("stuck", &config(&[("every", "loop")]));
+    let mut stuck = ctx
+        .sink("stuck")
+        .toml(&config(&[("every", "loop")]))
+        .start();
     let (code, stderr) = wait_failure(&mut stuck);
     ctx.note(format!(
         "the stuck sink exited with {code:?} after {:.1} s",
@@ -423,7 +425,10 @@ fn sandbox_stuck_converter_stops_the_sink_mock() {
 
     // A converter whose configure never returns: the sink does not start.
     let t0 = Instant::now();
-    let mut never = ctx.start_sink("configure", &config(&[("configure", "loop")]));
+    let mut never = ctx
+        .sink("configure")
+        .toml(&config(&[("configure", "loop")]))
+        .start();
     let (code, stderr) = wait_failure(&mut never);
     assert_eq!(code, Some(2), "exit status; stderr:\n{}", tail(&stderr, 20));
     assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
@@ -435,7 +440,7 @@ fn sandbox_stuck_converter_stops_the_sink_mock() {
     assert_eq!(stored_at(&pg, &table, &topic), stored, "nothing committed");
 
     // The fixed converter resumes where the rows stop and loads each message once.
-    let mut fixed = ctx.start_sink("fixed", &config(&[("tame", "true")]));
+    let mut fixed = ctx.sink("fixed").toml(&config(&[("tame", "true")])).start();
     wait_accounted(&pg, &table, all.len(), &end_offsets(&delivered), &mut fixed);
     fixed.stop_ok();
     assert_each_message_once(&pg, &table, &all, &delivered);
@@ -619,7 +624,11 @@ fn security_secrets_never_logged_mock() {
     let path_str = path.to_str().expect("UTF-8 path");
 
     // A sink that works, logging everything.
-    let mut sink = ctx.start_sink_env("sink", &config, &[("RUST_LOG", "trace")]);
+    let mut sink = ctx
+        .sink("sink")
+        .toml(&config)
+        .env("RUST_LOG", "trace")
+        .start();
     pg.wait_rows(&table, 20, LONG, &mut [&mut sink]);
     sink.stop_ok();
     let stderr = sink.stderr();

@@ -88,9 +88,9 @@ fn scale_out(name: &str, strategy: &str) {
         .kafka("heartbeat.interval.ms", "500")
         .kafka("partition.assignment.strategy", strategy)
         .render();
-    let mut a = s.ctx.start_sink("a", &cfg);
-    let mut b = s.ctx.start_sink("b", &cfg);
-    let mut c = s.ctx.start_sink("c", &cfg);
+    let mut a = s.ctx.sink("a").toml(&cfg).start();
+    let mut b = s.ctx.sink("b").toml(&cfg).start();
+    let mut c = s.ctx.sink("c").toml(&cfg).start();
     wait_split(
         &s,
         plan.partitions,
@@ -123,7 +123,7 @@ fn scale_out(name: &str, strategy: &str) {
     s.pg.wait_rows(&s.table, rows + 2_000, LONG, &mut [&mut a, &mut c]);
 
     // Rebalance 2: d joins.
-    let mut d = s.ctx.start_sink("d", &cfg);
+    let mut d = s.ctx.sink("d").toml(&cfg).start();
     wait_split(
         &s,
         plan.partitions,

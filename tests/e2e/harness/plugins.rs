@@ -1,18 +1,19 @@
-//! Building the converter components the end-to-end tests run: the test plugins of
-//! `tests/plugins/*` (workspace members built for wasm32-wasip2 once per test run) and, through
-//! [`run_build`], the example converters with their own build scripts; and the sink configuration of a
-//! converter component.
+//! Converter components for the tests: the test converters of `tests/plugins/*` (through the
+//! one builder in `tests/support/build_plugin.rs`, shared with the host's unit tests), the
+//! example converters with their own build scripts ([`run_build`]), and the sink configuration
+//! of a converter component.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::harness::{
-    pg_host_port, pg_user, run_with_timeout, toml_list, toml_str, Broker, Table, TEST_DB,
-};
+use super::{pg_host_port, pg_user, run_with_timeout, toml_list, toml_str, Table, TEST_DB};
+
+#[path = "../../support/build_plugin.rs"]
+mod build_plugin;
+
+pub use build_plugin::build_plugin;
 
 /// The repository root (the parent of `host/`).
 pub fn repo_root() -> PathBuf {
@@ -52,55 +53,6 @@ pub fn run_build(what: &str, cmd: Command, output: PathBuf) -> Result<PathBuf, S
         output.display()
     );
     Ok(output)
-}
-
-/// One build per test plugin and test run, shared by the tests that use it.
-type BuildCell = Arc<OnceLock<Result<PathBuf, String>>>;
-
-/// Builds the workspace member `package` (a test converter under `tests/plugins`) for
-/// wasm32-wasip2, once per test run, and returns the component
-/// `target/plugins/wasm32-wasip2/release/<wasm_name>` (`wasm_name` is the file name, e.g.
-/// `hostile_plugin.wasm`). It builds in the target folder and with the profile overrides
-/// `host/build.rs` uses for the bundled plugin, so the guest SDK is compiled once for all. A
-/// failed build fails the test with the build's output.
-pub fn test_plugin_component(package: &'static str, wasm_name: &'static str) -> PathBuf {
-    static BUILDS: Mutex<BTreeMap<&'static str, BuildCell>> = Mutex::new(BTreeMap::new());
-    let cell = BUILDS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(package)
-        .or_default()
-        .clone();
-    let built = cell.get_or_init(|| {
-        let root = repo_root();
-        let target_dir = root.join("target").join("plugins");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            package,
-        ])
-        .arg("--manifest-path")
-        .arg(root.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .env_remove("CARGO_TARGET_DIR")
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "true");
-        run_build(
-            &format!("{package} (wasm32-wasip2)"),
-            cmd,
-            target_dir.join("wasm32-wasip2/release").join(wasm_name),
-        )
-    });
-    built.clone().unwrap_or_else(|log| panic!("{log}"))
 }
 
 /// A `pgsink run` (or `convert`) configuration for a converter component: synchronized,
@@ -151,14 +103,4 @@ pub fn plugin_config_with(
         let _ = writeln!(s, "{} = {}", toml_str(k), toml_str(v));
     }
     s
-}
-
-/// The `kafka.*` settings of a sink on `broker` in consumer group `group`.
-pub fn sink_kafka(broker: &Broker, group: &str) -> Vec<(String, String)> {
-    let mut kafka = vec![
-        ("bootstrap.servers".to_string(), broker.bootstrap()),
-        ("group.id".to_string(), group.to_string()),
-    ];
-    kafka.extend(broker.sink_kafka_props());
-    kafka
 }
