@@ -1,8 +1,6 @@
 //! The sandbox, tested against `tests/plugins/hostile`: a converter that loops, sleeps,
 //! allocates, panics, overflows its stack, exits, and probes for files, environment, network
 //! and clocks on command. Shared with the other host tests that need a misbehaving converter.
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -10,6 +8,9 @@ use super::instance::ConverterInstance;
 use super::runtime::ConverterComponent;
 use super::*;
 use crate::batch::{BatchBuilder, MessageRef};
+
+#[path = "../../../tests/support/build_plugin.rs"]
+mod build_plugin;
 
 /// The time limit of the sandbox tests: long enough for an ordinary batch on a busy
 /// machine, short enough to keep the tests quick.
@@ -22,42 +23,14 @@ pub(crate) const LIMITS: ConverterLimits = ConverterLimits {
     wall_clock: false,
 };
 
-/// The test converter `tests/plugins/hostile`, built for wasm32-wasip2 once per test run
-/// into `target/plugins` (as the end-to-end tests build it, so it is built once for both).
+/// The test converter `tests/plugins/hostile`, built for wasm32-wasip2 once per test run by
+/// the builder the end-to-end tests use too.
 pub(crate) fn hostile_component() -> &'static [u8] {
-    static BUILT: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("host/ has a parent")
-            .to_path_buf();
-        let target_dir = root.join("target").join("plugins");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-        let output = Command::new(cargo)
-            .args(["build", "--release", "--target", "wasm32-wasip2"])
-            .args(["-p", "hostile-plugin", "--manifest-path"])
-            .arg(root.join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_BUILD_TARGET")
-            .env_remove("CARGO_TARGET_DIR")
-            .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-            .env("CARGO_PROFILE_RELEASE_STRIP", "true")
-            .output()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        let wasm: PathBuf = target_dir.join("wasm32-wasip2/release/hostile_plugin.wasm");
-        if !output.status.success() {
-            return Err(format!(
-                "building tests/plugins/hostile failed ({}):\n{}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
-        std::fs::read(&wasm).map_err(|e| format!("read {}: {e}", wasm.display()))
-    });
-    built.as_deref().unwrap_or_else(|log| panic!("{log}"))
+    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTES.get_or_init(|| {
+        let wasm = build_plugin::build_plugin("hostile-plugin", "hostile_plugin.wasm");
+        std::fs::read(&wasm).unwrap_or_else(|e| panic!("read {}: {e}", wasm.display()))
+    })
 }
 
 /// A runtime with time limits and no disk cache.
