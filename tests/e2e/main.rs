@@ -23,6 +23,7 @@ mod faults;
 mod hostile_input;
 mod interleavings;
 mod operations;
+mod reload;
 mod restart;
 mod sandbox;
 mod scale_out;
