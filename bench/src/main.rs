@@ -190,6 +190,17 @@ struct RunResult {
     broker_loss: Option<i64>,
 }
 
+impl RunResult {
+    /// Appends `note` to the run's notes (`; `-separated).
+    fn add_note(&mut self, note: String) {
+        if self.note.is_empty() {
+            self.note = note;
+        } else {
+            self.note = format!("{}; {note}", self.note);
+        }
+    }
+}
+
 struct Ctx {
     cli: Cli,
     rt: Arc<tokio::runtime::Runtime>,

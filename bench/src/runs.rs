@@ -170,22 +170,9 @@ pub(crate) fn run_pgsink(
     }
     if let Some(sig) = o.sigterm_at {
         let stop = format!("SIGTERM at {sig:.2} s, exited at {:.2} s", o.exited_at);
-        r.note = if r.note.is_empty() {
-            stop
-        } else {
-            format!("{}; {stop}", r.note)
-        };
+        r.add_note(stop);
     }
-    if !busy.is_empty() {
-        r.note = if r.note.is_empty() {
-            busy
-        } else {
-            format!("{}; {busy}", r.note)
-        };
-    }
-    report_line(&r);
-    drop_table(ctx, &table, &r);
-    Ok(r)
+    Ok(finish(ctx, &table, r, busy))
 }
 
 /// Whether a short row count is tansu's known loss after a rebalance: tansu, several
@@ -301,16 +288,7 @@ pub(crate) fn run_py_sink(
         }
         Err(e) => fail(ctx, &mut r, format!("{e:#}"), Some(&log_path)),
     }
-    if !busy.is_empty() {
-        r.note = if r.note.is_empty() {
-            busy
-        } else {
-            format!("{}; {busy}", r.note)
-        };
-    }
-    report_line(&r);
-    drop_table(ctx, &table, &r);
-    Ok(r)
+    Ok(finish(ctx, &table, r, busy))
 }
 
 /// The peer reads a flat message (`d["id"], d["latitude"], …`); the bench's messages have
@@ -404,16 +382,7 @@ pub(crate) fn run_raw_copy(ctx: &mut Ctx) -> anyhow::Result<RunResult> {
         }
         Err(e) => fail(ctx, &mut r, format!("{e:#}"), Some(&log_path)),
     }
-    if !busy.is_empty() {
-        r.note = if r.note.is_empty() {
-            busy
-        } else {
-            format!("{}; {busy}", r.note)
-        };
-    }
-    report_line(&r);
-    drop_table(ctx, table, &r);
-    Ok(r)
+    Ok(finish(ctx, table, r, busy))
 }
 
 pub(crate) fn report_line(r: &RunResult) {
@@ -427,4 +396,14 @@ pub(crate) fn report_line(r: &RunResult) {
         r.txns,
         if r.error.is_some() { " — FAILED" } else { "" }
     );
+}
+
+/// Ends a run: notes a busy machine, prints the result line, drops the table unless kept.
+fn finish(ctx: &Ctx, table: &str, mut r: RunResult, busy: String) -> RunResult {
+    if !busy.is_empty() {
+        r.add_note(busy);
+    }
+    report_line(&r);
+    drop_table(ctx, table, &r);
+    r
 }
