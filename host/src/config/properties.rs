@@ -386,8 +386,8 @@ offset.storage.file.filename=/tmp/connect.offsets
         );
         assert_eq!(
             err("topics=t\ndb.database=d\ndb.username=u\ndb.columns=a\n"),
-            "missing required keys `db.table`, `db.json.parse` (the bundled converter needs one \
-             parse path per column; set plugin.path to use another converter)"
+            "missing required keys `db.table`, `db.json.parse` (one parse path per column, or \
+             set plugin.path)"
         );
         assert_eq!(
             err(&ORIGINAL.replace("db.columns=device,rate,x,y,z", "db.columns=device,rate,x,y")),

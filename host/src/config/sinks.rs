@@ -170,9 +170,8 @@ fn check_conflicts(sinks: &[SinkConfig]) -> Result<(), ConfigError> {
             let group = &a.kafka["group.id"];
             if *group == b.kafka["group.id"] {
                 return Err(conflict(format!(
-                    "use the same Kafka consumer group {group:?}: Kafka would split the \
-                     partitions between them, so each would miss the messages the other \
-                     receives; give each sink its own `name` or kafka.group.id"
+                    "use the same Kafka consumer group {group:?}, so each would miss \
+                     messages; give each its own `name` or kafka.group.id"
                 )));
             }
             let table = |c: &SinkConfig| {
@@ -190,13 +189,11 @@ fn check_conflicts(sinks: &[SinkConfig]) -> Result<(), ConfigError> {
             if let Some(topic) = a.topics.iter().find(|t| b.topics.contains(t)) {
                 if synchronized && table(a) == table(b) {
                     return Err(conflict(format!(
-                        "both load topic {topic:?} into {}.{} of database {:?} on {} with \
-                         synchronized delivery: their offsets would collide (the database keeps \
-                         one offset per table, topic and partition); load the topic into this \
-                         table with one sink only",
+                        "both load topic {topic:?} into {}.{}.{} on {} with synchronized \
+                         delivery: their offsets would collide",
+                        a.db.database,
                         a.db.schema,
                         a.db.table,
-                        a.db.database,
                         a.db.host_port()
                     )));
                 }

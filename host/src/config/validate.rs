@@ -171,11 +171,8 @@ fn db(s: &Schema) -> Result<DbConfig, ConfigError> {
     let sslmode = match &s.db_sslmode {
         Some(mode) => mode.parse().map_err(|e| {
             let hint = match mode.trim().to_ascii_lowercase().as_str() {
-                "verify-ca" => {
-                    " (verify-ca is not supported: verify-full checks the certificate too, \
-                     and the host name)"
-                }
-                "allow" => " (allow is not supported: prefer also falls back to plain TCP)",
+                "verify-ca" => " (verify-full checks the certificate and the host name)",
+                "allow" => " (prefer also falls back to plain TCP)",
                 _ => "",
             };
             invalid("db.sslmode", format!("{e}{hint}"))
