@@ -252,33 +252,28 @@ fn walk<'i>(prefix: &str, table: DeTable<'i>, out: &mut Flat<'i>) -> Result<(), 
             Place::Key => insert(out, path, value)?,
             Place::InSection(section, name) => {
                 let span = value.span();
-                let value = plain(value)?;
-                let table = match value {
-                    toml::Value::Table(table) if name.is_empty() => table,
-                    value if !name.is_empty() => toml::Table::from_iter([(name.to_owned(), value)]),
-                    other => {
-                        let e = toml::Table::deserialize(other).expect_err("not a table");
-                        return Err(at(span, e.message()).into());
-                    }
+                let table = if !name.is_empty() {
+                    toml::Table::from_iter([(name.to_owned(), plain(value)?)])
+                } else if value.get_ref().is_table() {
+                    let toml::Value::Table(table) = plain(value)? else {
+                        unreachable!("a table stays a table")
+                    };
+                    table
+                } else {
+                    return Err(type_error::<toml::Table>(value));
                 };
                 for (name, text) in flatten_section(section, table)? {
                     let entry = Spanned::new(span.clone(), DeValue::String(Cow::Owned(text)));
                     insert(out, format!("{section}.{name}"), entry)?;
                 }
             }
-            Place::Prefix => {
-                let span = value.span();
-                match value.into_inner() {
-                    DeValue::Table(table) => walk(&path, table, out)?,
-                    other => {
-                        let message = toml::Table::deserialize(ValueDeserializer::from(
-                            Spanned::new(span.clone(), other),
-                        ))
-                        .expect_err("only a table is a table");
-                        return Err(message.into());
-                    }
-                }
+            Place::Prefix if value.get_ref().is_table() => {
+                let DeValue::Table(table) = value.into_inner() else {
+                    unreachable!("checked above")
+                };
+                walk(&path, table, out)?;
             }
+            Place::Prefix => return Err(type_error::<toml::Table>(value)),
             Place::Unknown => {
                 return Err(at(
                     key.span(),
@@ -293,6 +288,15 @@ fn walk<'i>(prefix: &str, table: DeTable<'i>, out: &mut Flat<'i>) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// The error serde gives `value` when a `T` is expected, at its place.
+pub(super) fn type_error<'i, T: Deserialize<'i> + std::fmt::Debug>(
+    value: Spanned<DeValue<'i>>,
+) -> ConfigError {
+    T::deserialize(ValueDeserializer::from(value))
+        .expect_err("the value has another type")
+        .into()
 }
 
 /// A TOML value without its places.

@@ -9,11 +9,10 @@
 use std::collections::BTreeSet;
 
 use serde::de::IgnoredAny;
-use serde::Deserialize;
-use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::schema::{flatten_toml, Flat, Schema, SINK};
+use super::schema::{flatten_toml, type_error, Flat, Schema, SINK};
 use super::validate::{self, KeyNames};
 use super::values::MetricsAddress;
 use super::{ConfigError, Delivery, ProcessConfig, SinkConfig};
@@ -61,10 +60,11 @@ fn process_in(text: &str) -> Result<ProcessConfig, ConfigError> {
             metrics_address,
         });
     };
-    let span = sections.span();
-    let sections = match sections.into_inner() {
-        DeValue::Array(sections) => sections,
-        other => return Err(type_error::<Vec<IgnoredAny>>(span, other)),
+    if !sections.get_ref().is_array() {
+        return Err(type_error::<Vec<IgnoredAny>>(sections));
+    }
+    let DeValue::Array(sections) = sections.into_inner() else {
+        unreachable!("checked above")
     };
     let sections: Vec<_> = sections.into_iter().collect();
     if sections.is_empty() {
@@ -88,26 +88,17 @@ fn process_in(text: &str) -> Result<ProcessConfig, ConfigError> {
     })
 }
 
-/// The error a value of the wrong type gets from serde, at its place.
-fn type_error<'i, T: Deserialize<'i> + std::fmt::Debug>(
-    span: std::ops::Range<usize>,
-    value: DeValue<'i>,
-) -> ConfigError {
-    T::deserialize(ValueDeserializer::from(Spanned::new(span, value)))
-        .expect_err("the value has another type")
-        .into()
-}
-
 /// One `[[sink]]` section (1-based `index`) merged over the top level.
 fn section_sink<'i>(
     index: usize,
     section: Spanned<DeValue<'i>>,
     top: &Flat<'i>,
 ) -> Result<SinkConfig, ConfigError> {
-    let span = section.span();
-    let table = match section.into_inner() {
-        DeValue::Table(table) => table,
-        other => return Err(type_error::<toml::Table>(span, other)),
+    if !section.get_ref().is_table() {
+        return Err(type_error::<toml::Table>(section));
+    }
+    let DeValue::Table(table) = section.into_inner() else {
+        unreachable!("checked above")
     };
     let own_name = table
         .iter()

@@ -4,10 +4,13 @@
 //! the checks run: structure, required keys, then concern by concern.
 
 use std::collections::BTreeMap;
+use std::str::FromStr;
 use std::time::Duration;
 
 use super::schema::Schema;
-use super::values::{is_valid_topic, names, non_empty, parse_host, whole_number, Number};
+use super::values::{
+    is_valid_topic, names, non_empty, parse_host, whole_number, Number, ParseEnumError,
+};
 use super::{
     ConfigError, DbConfig, Delivery, ErrorTolerance, PluginConfig, SinkConfig, SslMode,
     DEFAULT_AUTO_OFFSET_RESET, DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_BUFFER_SIZE,
@@ -106,6 +109,22 @@ pub(super) fn no_port_key(s: &Schema) -> Result<(), ConfigError> {
     ))
 }
 
+/// One of an enumeration's names, or its default when the key is absent;
+/// `hint` gives advice for a (lowercase) name that is not accepted.
+fn choice<T: FromStr<Err = ParseEnumError> + Default>(
+    key: &str,
+    value: &Option<String>,
+    hint: fn(&str) -> &'static str,
+) -> Result<T, ConfigError> {
+    let Some(value) = value else {
+        return Ok(T::default());
+    };
+    value.parse().map_err(|e| {
+        let hint = hint(&value.trim().to_ascii_lowercase());
+        invalid(key, format!("{e}{hint}"))
+    })
+}
+
 /// Required keys, all reported at once.
 fn required(s: &Schema) -> Result<(), ConfigError> {
     let keys: Vec<&'static str> = [
@@ -168,17 +187,11 @@ fn db(s: &Schema) -> Result<DbConfig, ConfigError> {
         Some(schema) => non_empty("db.schema", schema)?,
         None => DEFAULT_SCHEMA.to_owned(),
     };
-    let sslmode = match &s.db_sslmode {
-        Some(mode) => mode.parse().map_err(|e| {
-            let hint = match mode.trim().to_ascii_lowercase().as_str() {
-                "verify-ca" => " (verify-full checks the certificate and the host name)",
-                "allow" => " (prefer also falls back to plain TCP)",
-                _ => "",
-            };
-            invalid("db.sslmode", format!("{e}{hint}"))
-        })?,
-        None => SslMode::default(),
-    };
+    let sslmode: SslMode = choice("db.sslmode", &s.db_sslmode, |mode| match mode {
+        "verify-ca" => " (verify-full checks the certificate and the host name)",
+        "allow" => " (prefer also falls back to plain TCP)",
+        _ => "",
+    })?;
     let sslrootcert = s
         .db_sslrootcert
         .as_deref()
@@ -209,12 +222,7 @@ fn db(s: &Schema) -> Result<DbConfig, ConfigError> {
 
 /// `db.delivery`, `db.buffer.size` and `flush.interval.ms`: when rows are written.
 fn delivery(s: &Schema, key_names: KeyNames) -> Result<(Delivery, usize, Duration), ConfigError> {
-    let delivery = match &s.db_delivery {
-        Some(d) => d
-            .parse()
-            .map_err(|e| invalid("db.delivery", format!("{e}")))?,
-        None => Delivery::default(),
-    };
+    let delivery = choice("db.delivery", &s.db_delivery, |_| "")?;
     let key = "db.buffer.size";
     let buffer_size = match whole_number(key, s.db_buffer_size.as_ref(), "a whole number of bytes")?
     {
@@ -247,12 +255,7 @@ fn delivery(s: &Schema, key_names: KeyNames) -> Result<(Delivery, usize, Duratio
 
 /// `errors.*`: bad messages and the dead-letter safety valve.
 fn errors(s: &Schema) -> Result<(ErrorTolerance, Option<u64>), ConfigError> {
-    let tolerance = match &s.errors_tolerance {
-        Some(t) => t
-            .parse()
-            .map_err(|e| invalid("errors.tolerance", format!("{e}")))?,
-        None => ErrorTolerance::default(),
-    };
+    let tolerance = choice("errors.tolerance", &s.errors_tolerance, |_| "")?;
     let max = match whole_number(
         DEAD_LETTER_KEY,
         s.errors_deadletter_max_per_minute.as_ref(),
