@@ -149,7 +149,7 @@ fn required(s: &Schema) -> Result<(), ConfigError> {
 }
 
 /// A required key, known to be present after [`required`].
-fn present<'a, T>(value: &'a Option<T>) -> &'a T {
+fn present<T>(value: &Option<T>) -> &T {
     value.as_ref().expect("required keys are checked first")
 }
 
