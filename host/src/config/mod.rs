@@ -139,17 +139,13 @@ pub struct SinkConfig {
 pub struct DbConfig {
     /// Host name or IP address (IPv6 without brackets).
     pub host: String,
-    /// TCP port.
     pub port: u16,
-    /// Database name.
     pub database: String,
-    /// User name.
     pub username: String,
     /// Password, if any. Never shown by `Debug`.
     pub password: Option<String>,
     /// Schema of the target table.
     pub schema: String,
-    /// Target table.
     pub table: String,
     /// Target columns, names exactly as given (to be quoted as identifiers).
     pub columns: Vec<String>,
@@ -244,16 +240,13 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read configuration file {}: {source}", path.display())]
     Read {
-        /// The file.
         path: PathBuf,
-        /// Why.
         #[source]
         source: std::io::Error,
     },
     /// An error found in a file (added by [`load`] around the others).
     #[error("{}: {error}", path.display())]
     InFile {
-        /// The file.
         path: PathBuf,
         /// The error found in it.
         error: Box<ConfigError>,
@@ -267,7 +260,6 @@ pub enum ConfigError {
     PropertiesSyntax {
         /// 1-based line, when known.
         line: Option<usize>,
-        /// What is wrong.
         message: String,
     },
     /// A `.properties` key pgsink does not know.
@@ -278,7 +270,7 @@ pub enum ConfigError {
     UnknownProperty {
         /// The key as written.
         key: String,
-        /// 1-based line.
+        /// 1-based.
         line: usize,
         /// Extra advice, empty or starting with "; ".
         hint: String,
@@ -288,25 +280,17 @@ pub enum ConfigError {
     ConflictingProperties {
         /// What both set, as a pgsink key.
         target: String,
-        /// The first key.
         first: String,
-        /// Its line.
         first_line: usize,
-        /// The second key.
         second: String,
-        /// Its line.
         second_line: usize,
     },
     /// Required keys are absent.
     #[error("{}", missing_message(keys))]
-    Missing {
-        /// The absent keys.
-        keys: Vec<&'static str>,
-    },
+    Missing { keys: Vec<&'static str> },
     /// A value is not acceptable.
     #[error("{key}: {message}")]
     Invalid {
-        /// The key.
         key: String,
         /// What is wrong with its value.
         message: String,
@@ -320,20 +304,15 @@ pub enum ConfigError {
     CountMismatch {
         /// Number of comma-separated parse paths.
         paths: usize,
-        /// Number of columns.
         columns: usize,
     },
     /// The same key is given twice (for example `kafka.bootstrap.servers` and
     /// `kafka."bootstrap.servers"`).
     #[error("{key} is given twice")]
-    Duplicate {
-        /// The key.
-        key: String,
-    },
+    Duplicate { key: String },
     /// A librdkafka property the sink controls itself.
     #[error("kafka.{key} cannot be set: {reason}")]
     ForbiddenKafkaKey {
-        /// The librdkafka property.
         key: String,
         /// Why the sink controls it.
         reason: &'static str,
