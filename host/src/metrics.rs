@@ -4,7 +4,6 @@
 //! installed); `metrics.address` installs the Prometheus exporter, which
 //! serves them over HTTP. Every series carries the sink's name.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use metrics::{
@@ -12,9 +11,12 @@ use metrics::{
 };
 use metrics_exporter_prometheus::PrometheusBuilder;
 
-/// Starts the HTTP endpoint (`GET /metrics`, any path works) on `address`.
-/// Must run inside the tokio runtime.
-pub fn serve_metrics(address: SocketAddr) -> anyhow::Result<()> {
+use crate::config::MetricsAddress;
+
+/// Starts the HTTP endpoint (`GET /metrics`, any path works) on `address`,
+/// resolving a host name first. Must run inside the tokio runtime.
+pub fn serve_metrics(address: MetricsAddress) -> anyhow::Result<()> {
+    let address = address.resolve()?;
     PrometheusBuilder::new()
         .with_http_listener(address)
         .install()

@@ -1,14 +1,15 @@
 //! Java `.properties` input: the original JustOne connector's file, unchanged,
 //! plus `bootstrap.servers`.
 //!
-//! The properties are mapped onto the same raw structure TOML is read into and
-//! validated by the same code ([`RawConfig::validate`]). Values are trimmed, as
+//! The properties are mapped onto the same flat keys a TOML file is flattened
+//! to, and validated by the same code. Values are trimmed, as
 //! Kafka Connect does. A key given twice keeps its last value (Java's rule),
 //! with a warning; two different keys setting the same thing are an error.
 
 use std::collections::BTreeMap;
 
-use super::raw::{KeyNames, RawConfig};
+use super::schema::{flatten_section, text_value, Flat, Schema, KAFKA};
+use super::validate::KeyNames;
 use super::{ConfigError, JUSTONE_CONNECTOR_CLASS};
 
 /// Keys taken over unchanged from the original connector.
@@ -58,8 +59,8 @@ const CONVERTER_IGNORED: &str = "pgsink hands raw message bytes to its converter
 /// What a `.properties` key does.
 #[derive(Debug, PartialEq, Eq)]
 enum Target {
-    /// Sets this place in the raw structure (`["db", "host"]`, `["kafka", "fetch.min.bytes"]`).
-    Set(Vec<String>),
+    /// Sets this key (`db.host`, `kafka.fetch.min.bytes`).
+    Set(String),
     /// Accepted and ignored, with this reason in a warning.
     Ignore(&'static str),
     /// Not accepted; the string is a hint, empty or starting with "; ".
@@ -67,14 +68,14 @@ enum Target {
 }
 
 fn target(key: &str) -> Target {
-    let path = |parts: &[&str]| Target::Set(parts.iter().map(|p| (*p).to_owned()).collect());
+    let path = |key: &str| Target::Set(key.to_owned());
     if DIRECT.contains(&key) {
-        return path(&key.split('.').collect::<Vec<_>>());
+        return path(key);
     }
     match key {
-        "tasks.max" => return path(&["tasks"]),
-        "bootstrap.servers" => return path(&["kafka", "bootstrap.servers"]),
-        "offset.flush.interval.ms" => return path(&["flush", "interval", "ms"]),
+        "tasks.max" => return path("tasks"),
+        "bootstrap.servers" => return path("kafka.bootstrap.servers"),
+        "offset.flush.interval.ms" => return path("flush.interval.ms"),
         "connector.class" => return Target::Ignore("pgsink is the sink"),
         "offset.storage.file.filename" => {
             return Target::Ignore(
@@ -98,7 +99,7 @@ fn target(key: &str) -> Target {
             return if property.is_empty() {
                 Target::Unknown("; name a librdkafka property after the prefix")
             } else {
-                path(&["kafka", property])
+                path(&format!("kafka.{property}"))
             };
         }
     }
@@ -127,10 +128,11 @@ pub(super) fn decode(bytes: Vec<u8>) -> String {
         .unwrap_or_else(|e| e.into_bytes().iter().map(|&b| char::from(b)).collect())
 }
 
-/// Reads properties into the raw structure TOML is read into.
-pub(super) fn to_raw(text: &str) -> Result<RawConfig, ConfigError> {
-    let mut table = toml::Table::new();
-    // Where each place in the raw structure was set: place → (key, line).
+/// Reads properties into the schema TOML is read into, with the names its
+/// errors give the keys that Kafka Connect names differently.
+pub(super) fn to_schema(text: &str) -> Result<(Schema, KeyNames), ConfigError> {
+    let mut flat = Flat::new();
+    // Where each key was set: key → (property, line).
     let mut set_by: BTreeMap<String, (String, usize)> = BTreeMap::new();
 
     let lines =
@@ -170,11 +172,10 @@ pub(super) fn to_raw(text: &str) -> Result<RawConfig, ConfigError> {
             }
         };
 
-        let place = path.join(".");
-        if let Some((first, first_line)) = set_by.get(&place) {
+        if let Some((first, first_line)) = set_by.get(&path) {
             if *first != key {
                 return Err(ConfigError::ConflictingProperties {
-                    target: place,
+                    target: path,
                     first: first.clone(),
                     first_line: *first_line,
                     second: key,
@@ -185,29 +186,20 @@ pub(super) fn to_raw(text: &str) -> Result<RawConfig, ConfigError> {
                 "{key} is set on lines {first_line} and {number}; the last value is used"
             );
         }
-        set_by.insert(place, (key, number));
-        insert(&mut table, &path, value);
+        if let Some(property) = path.strip_prefix("kafka.") {
+            // A TOML file's rules for librdkafka names (no empty part).
+            let table = toml::Table::from_iter([(property.to_owned(), value.clone().into())]);
+            flatten_section(KAFKA, table)?;
+        }
+        set_by.insert(path.clone(), (key, number));
+        flat.insert(path, text_value(value));
     }
 
-    let mut raw: RawConfig = toml::Value::Table(table).try_into()?;
-    raw.key_names = KeyNames {
+    let names = KeyNames {
         tasks: "tasks.max",
         flush_interval: "offset.flush.interval.ms",
     };
-    Ok(raw)
-}
-
-fn insert(table: &mut toml::Table, path: &[String], value: String) {
-    let (last, parents) = path.split_last().expect("paths are never empty");
-    let mut table = table;
-    for part in parents {
-        table = table
-            .entry(part.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-            .as_table_mut()
-            .expect("properties set leaves only under tables");
-    }
-    table.insert(last.clone(), toml::Value::String(value));
+    Ok((Schema::from_flat(flat)?, names))
 }
 
 #[cfg(test)]
@@ -394,8 +386,8 @@ offset.storage.file.filename=/tmp/connect.offsets
         );
         assert_eq!(
             err("topics=t\ndb.database=d\ndb.username=u\ndb.columns=a\n"),
-            "missing required keys `db.table`, `db.json.parse` (the bundled converter needs one \
-             parse path per column; set plugin.path to use another converter)"
+            "missing required keys `db.table`, `db.json.parse` (one parse path per column, or \
+             set plugin.path)"
         );
         assert_eq!(
             err(&ORIGINAL.replace("db.columns=device,rate,x,y,z", "db.columns=device,rate,x,y")),

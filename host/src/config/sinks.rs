@@ -1,0 +1,198 @@
+//! A whole TOML file: the process-wide settings and its sinks.
+//!
+//! A file without `[[sink]]` sections is one sink. Otherwise each section
+//! inherits the file's top level by a merge of flat maps (the section's keys
+//! win, key by key, also inside `kafka.*` and `plugin.settings.*`), and the
+//! sinks are then checked against each other: two sinks that would share a
+//! consumer group or the offsets of a table cannot run in one process.
+
+use std::collections::BTreeSet;
+
+use serde::de::IgnoredAny;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use super::schema::{flatten_toml, type_error, Flat, Schema, SINK};
+use super::validate::{self, KeyNames};
+use super::values::MetricsAddress;
+use super::{ConfigError, Delivery, ProcessConfig, SinkConfig};
+
+/// Parses and validates a TOML file with all its sinks.
+pub(super) fn process(text: &str) -> Result<ProcessConfig, ConfigError> {
+    process_in(text).map_err(|error| with_input(error, text))
+}
+
+/// Lets TOML errors show the line they are about.
+fn with_input(error: ConfigError, text: &str) -> ConfigError {
+    match error {
+        ConfigError::Toml(mut e) => {
+            e.set_input(Some(text));
+            ConfigError::Toml(e)
+        }
+        ConfigError::InSink {
+            index,
+            name,
+            inherited,
+            error,
+        } => ConfigError::InSink {
+            index,
+            name,
+            inherited,
+            error: Box::new(with_input(*error, text)),
+        },
+        other => other,
+    }
+}
+
+fn process_in(text: &str) -> Result<ProcessConfig, ConfigError> {
+    let mut top = flatten_toml(DeTable::parse(text)?.into_inner())?;
+    let sections = top.remove(SINK);
+    let mut defaults = Schema::from_flat(top.clone())?;
+    let metrics_address = defaults
+        .metrics_address
+        .take()
+        .map(|a| a.parse::<MetricsAddress>())
+        .transpose()?;
+    top.remove("metrics.address");
+    let Some(sections) = sections else {
+        return Ok(ProcessConfig {
+            sinks: vec![validate::sink(&defaults, KeyNames::TOML)?],
+            metrics_address,
+        });
+    };
+    if !sections.get_ref().is_array() {
+        return Err(type_error::<Vec<IgnoredAny>>(sections));
+    }
+    let DeValue::Array(sections) = sections.into_inner() else {
+        unreachable!("checked above")
+    };
+    let sections: Vec<_> = sections.into_iter().collect();
+    if sections.is_empty() {
+        return Err(ConfigError::invalid(
+            SINK,
+            "declares no sinks; add [[sink]] sections, or remove `sink` to make the file one sink",
+        ));
+    }
+    // The top level holds defaults only: what can be checked without a sink
+    // is checked here, so that such errors are not blamed on a [[sink]].
+    validate::no_port_key(&defaults)?;
+
+    let mut sinks = Vec::with_capacity(sections.len());
+    for (i, section) in sections.into_iter().enumerate() {
+        sinks.push(section_sink(i + 1, section, &top)?);
+    }
+    check_conflicts(&sinks)?;
+    Ok(ProcessConfig {
+        sinks,
+        metrics_address,
+    })
+}
+
+/// One `[[sink]]` section (1-based `index`) merged over the top level.
+fn section_sink<'i>(
+    index: usize,
+    section: Spanned<DeValue<'i>>,
+    top: &Flat<'i>,
+) -> Result<SinkConfig, ConfigError> {
+    if !section.get_ref().is_table() {
+        return Err(type_error::<toml::Table>(section));
+    }
+    let DeValue::Table(table) = section.into_inner() else {
+        unreachable!("checked above")
+    };
+    let own_name = table
+        .iter()
+        .find(|(key, _)| key.get_ref() == "name")
+        .and_then(|(_, value)| value.get_ref().as_str().map(str::to_owned));
+    let name = own_name.or_else(|| top.get("name")?.get_ref().as_str().map(str::to_owned));
+    let in_sink = |error: ConfigError, inherited: bool| match error {
+        // TOML errors show their line; the sink adds nothing.
+        ConfigError::Toml(_) => error,
+        error => ConfigError::InSink {
+            index,
+            name: name.clone(),
+            inherited,
+            error: Box::new(error),
+        },
+    };
+
+    let own = flatten_toml(table).map_err(|e| in_sink(e, false))?;
+    let inherited: BTreeSet<String> = top
+        .keys()
+        .filter(|key| !own.contains_key(*key))
+        .cloned()
+        .collect();
+    let mut merged = top.clone();
+    merged.extend(own);
+    let schema = Schema::from_flat(merged).map_err(|e| in_sink(e, false))?;
+    validate::sink(&schema, KeyNames::TOML).map_err(|error| {
+        let inherited = error_key(&error).is_some_and(|k| inherited.contains(&k));
+        in_sink(error, inherited)
+    })
+}
+
+/// The key an error is about, when it is about one value.
+fn error_key(error: &ConfigError) -> Option<String> {
+    match error {
+        ConfigError::Invalid { key, .. } | ConfigError::Duplicate { key } => Some(key.clone()),
+        ConfigError::ForbiddenKafkaKey { key, .. } => Some(format!("kafka.{key}")),
+        _ => None,
+    }
+}
+
+/// How errors name one sink of a multi-sink file: `sink[2] (name "orders")`.
+pub(crate) fn sink_label(index: usize, name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("sink[{index}] (name {name:?})"),
+        None => format!("sink[{index}]"),
+    }
+}
+
+/// Rejects sinks of one process that would get in each other's way.
+fn check_conflicts(sinks: &[SinkConfig]) -> Result<(), ConfigError> {
+    let label = |i: usize| sink_label(i + 1, sinks[i].name.as_deref());
+    for (i, a) in sinks.iter().enumerate() {
+        for (j, b) in sinks.iter().enumerate().skip(i + 1) {
+            let conflict = |problem: String| ConfigError::SinkConflict {
+                first: label(i),
+                second: label(j),
+                problem,
+            };
+            let group = &a.kafka["group.id"];
+            if *group == b.kafka["group.id"] {
+                return Err(conflict(format!(
+                    "use the same Kafka consumer group {group:?}, so each would miss \
+                     messages; give each its own `name` or kafka.group.id"
+                )));
+            }
+            let table = |c: &SinkConfig| {
+                let db = &c.db;
+                (
+                    db.host.clone(),
+                    db.port,
+                    db.database.clone(),
+                    db.schema.clone(),
+                    db.table.clone(),
+                )
+            };
+            let synchronized =
+                a.delivery == Delivery::Synchronized && b.delivery == Delivery::Synchronized;
+            if let Some(topic) = a.topics.iter().find(|t| b.topics.contains(t)) {
+                if synchronized && table(a) == table(b) {
+                    return Err(conflict(format!(
+                        "both load topic {topic:?} into {}.{}.{} on {} with synchronized \
+                         delivery: their offsets would collide",
+                        a.db.database,
+                        a.db.schema,
+                        a.db.table,
+                        a.db.host_port()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

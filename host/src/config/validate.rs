@@ -1,0 +1,370 @@
+//! Validation of one sink: [`Schema`] in, [`SinkConfig`] out, defaults
+//! applied. One function per concern, each pure (no files, no network), so
+//! that each rule can be read and tested on its own. Errors come in the order
+//! the checks run: structure, required keys, then concern by concern.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::schema::Schema;
+use super::values::{
+    is_valid_topic, names, non_empty, parse_host, whole_number, Number, ParseEnumError,
+};
+use super::{
+    ConfigError, DbConfig, Delivery, ErrorTolerance, PluginConfig, SinkConfig, SslMode,
+    DEFAULT_AUTO_OFFSET_RESET, DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_BUFFER_SIZE,
+    DEFAULT_FLUSH_INTERVAL_MS, DEFAULT_HOST, DEFAULT_PLUGIN_MEMORY_MB, DEFAULT_PLUGIN_TIMEOUT_MS,
+    DEFAULT_PORT, DEFAULT_SCHEMA, DEFAULT_TASKS, FORBIDDEN_KAFKA_KEYS, MEGABYTE, MIN_BUFFER_SIZE,
+    MIN_PLUGIN_MEMORY_MB, PARSE_PATHS_SETTING,
+};
+
+pub(super) const DEAD_LETTER_KEY: &str = "errors.deadletter.max.per.minute";
+
+/// How errors name the keys whose name depends on the input format (a
+/// `.properties` file uses Kafka Connect's names).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct KeyNames {
+    pub tasks: &'static str,
+    pub flush_interval: &'static str,
+}
+
+impl KeyNames {
+    pub(super) const TOML: KeyNames = KeyNames {
+        tasks: "tasks",
+        flush_interval: "flush.interval.ms",
+    };
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::invalid(key, message)
+}
+
+/// Checks every value of one sink, applies defaults and builds the typed configuration.
+pub(super) fn sink(s: &Schema, key_names: KeyNames) -> Result<SinkConfig, ConfigError> {
+    structure(s)?;
+    required(s)?;
+    let name = s
+        .name
+        .as_deref()
+        .map(|n| non_empty("name", n))
+        .transpose()?;
+    let (topics, tasks) = topics_and_tasks(s, key_names)?;
+    let db = db(s)?;
+    let (delivery, buffer_size, flush_interval) = delivery(s, key_names)?;
+    let (errors_tolerance, max_dead_letters_per_minute) = errors(s)?;
+    let plugin = plugin(s, db.columns.len())?;
+    let kafka = kafka(s, name.as_deref(), &db)?;
+    Ok(SinkConfig {
+        name,
+        topics,
+        tasks,
+        db,
+        delivery,
+        buffer_size,
+        flush_interval,
+        errors_tolerance,
+        max_dead_letters_per_minute,
+        plugin,
+        kafka,
+    })
+}
+
+/// Keys that cannot appear in a sink: process-wide ones (left here only when
+/// written inside a `[[sink]]` section), nested sections, and `db.port`.
+pub(super) fn structure(s: &Schema) -> Result<(), ConfigError> {
+    if s.metrics_address.is_some() {
+        return Err(invalid(
+            "metrics.address",
+            "is process-wide: set it at the top level of the file, outside the [[sink]] \
+             sections",
+        ));
+    }
+    if s.sink.is_some() {
+        return Err(invalid("sink", "[[sink]] sections cannot be nested"));
+    }
+    no_port_key(s)
+}
+
+/// `db.port` is not a key; says where the port goes.
+pub(super) fn no_port_key(s: &Schema) -> Result<(), ConfigError> {
+    let Some(port) = &s.db_port else {
+        return Ok(());
+    };
+    let port = match port {
+        toml::Value::String(p) => p.trim().to_owned(),
+        other => other.to_string(),
+    };
+    let host = s
+        .db_host
+        .as_deref()
+        .and_then(|h| parse_host(h).ok())
+        .map_or_else(|| DEFAULT_HOST.to_owned(), |(host, _)| host);
+    Err(invalid(
+        "db.port",
+        format!(
+            "not a key: write the port in db.host, e.g. db.host = \"{}:{port}\"",
+            super::values::bracketed(&host)
+        ),
+    ))
+}
+
+/// One of an enumeration's names, or its default when the key is absent;
+/// `hint` gives advice for a (lowercase) name that is not accepted.
+fn choice<T: FromStr<Err = ParseEnumError> + Default>(
+    key: &str,
+    value: &Option<String>,
+    hint: fn(&str) -> &'static str,
+) -> Result<T, ConfigError> {
+    let Some(value) = value else {
+        return Ok(T::default());
+    };
+    value.parse().map_err(|e| {
+        let hint = hint(&value.trim().to_ascii_lowercase());
+        invalid(key, format!("{e}{hint}"))
+    })
+}
+
+/// Required keys, all reported at once.
+fn required(s: &Schema) -> Result<(), ConfigError> {
+    let keys: Vec<&'static str> = [
+        (s.topics.is_some(), "topics"),
+        (s.db_database.is_some(), "db.database"),
+        (s.db_username.is_some(), "db.username"),
+        (s.db_table.is_some(), "db.table"),
+        (s.db_columns.is_some(), "db.columns"),
+        (
+            s.db_json_parse.is_some() || s.plugin_path.is_some(),
+            PARSE_PATHS_SETTING,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(present, key)| (!present).then_some(key))
+    .collect();
+    if keys.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::Missing { keys })
+    }
+}
+
+/// A required key, known to be present after [`required`].
+fn present<T>(value: &Option<T>) -> &T {
+    value.as_ref().expect("required keys are checked first")
+}
+
+fn topics_and_tasks(s: &Schema, key_names: KeyNames) -> Result<(Vec<String>, usize), ConfigError> {
+    let topics = names("topics", "topic", present(&s.topics))?;
+    if let Some(bad) = topics.iter().find(|t| !is_valid_topic(t)) {
+        return Err(invalid(
+            "topics",
+            format!(
+                "`{bad}` is not a valid Kafka topic name (letters, digits, `.`, `_` and `-`; \
+                 at most 249 characters; topic patterns are not supported)"
+            ),
+        ));
+    }
+    let key = key_names.tasks;
+    let tasks = whole_number(key, s.tasks.as_ref(), "a whole number of tasks")?
+        .map(|n| {
+            usize::try_from(n)
+                .ok()
+                .filter(|&n| n >= 1)
+                .ok_or_else(|| invalid(key, format!("must be at least 1, got {n}")))
+        })
+        .transpose()?
+        .unwrap_or(DEFAULT_TASKS);
+    Ok((topics, tasks))
+}
+
+/// `db.*`: connection and target table.
+fn db(s: &Schema) -> Result<DbConfig, ConfigError> {
+    let (host, port) = match &s.db_host {
+        Some(host) => parse_host(host).map_err(|message| invalid("db.host", message))?,
+        None => (DEFAULT_HOST.to_owned(), DEFAULT_PORT),
+    };
+    let schema = match &s.db_schema {
+        Some(schema) => non_empty("db.schema", schema)?,
+        None => DEFAULT_SCHEMA.to_owned(),
+    };
+    let sslmode: SslMode = choice("db.sslmode", &s.db_sslmode, |mode| match mode {
+        "verify-ca" => " (verify-full checks the certificate and the host name)",
+        "allow" => " (prefer also falls back to plain TCP)",
+        _ => "",
+    })?;
+    let sslrootcert = s
+        .db_sslrootcert
+        .as_deref()
+        .map(|p| non_empty("db.sslrootcert", p).map(Into::into))
+        .transpose()?;
+    if sslrootcert.is_some() && sslmode != SslMode::VerifyFull {
+        return Err(invalid(
+            "db.sslrootcert",
+            format!(
+                "is used only with db.sslmode = \"verify-full\"; with \"{sslmode}\" the \
+                 server's certificate is not checked"
+            ),
+        ));
+    }
+    Ok(DbConfig {
+        host,
+        port,
+        database: non_empty("db.database", present(&s.db_database).as_str())?,
+        username: non_empty("db.username", present(&s.db_username).as_str())?,
+        password: s.db_password.clone().filter(|p| !p.is_empty()),
+        schema,
+        table: non_empty("db.table", present(&s.db_table).as_str())?,
+        columns: names("db.columns", "column", present(&s.db_columns))?,
+        sslmode,
+        sslrootcert,
+    })
+}
+
+/// `db.delivery`, `db.buffer.size` and `flush.interval.ms`: when rows are written.
+fn delivery(s: &Schema, key_names: KeyNames) -> Result<(Delivery, usize, Duration), ConfigError> {
+    let delivery = choice("db.delivery", &s.db_delivery, |_| "")?;
+    let key = "db.buffer.size";
+    let buffer_size = match whole_number(key, s.db_buffer_size.as_ref(), "a whole number of bytes")?
+    {
+        Some(n) if n < MIN_BUFFER_SIZE as u64 => {
+            return Err(invalid(
+                key,
+                format!(
+                    "{n} bytes is too small; use at least {MIN_BUFFER_SIZE} \
+                     (the default is {DEFAULT_BUFFER_SIZE})"
+                ),
+            ))
+        }
+        Some(n) => {
+            usize::try_from(n).map_err(|_| invalid(key, format!("{n} bytes is too large")))?
+        }
+        None => DEFAULT_BUFFER_SIZE,
+    };
+    let key = key_names.flush_interval;
+    let flush_ms = match whole_number(
+        key,
+        s.flush_interval_ms.as_ref(),
+        "a whole number of milliseconds",
+    )? {
+        Some(0) => return Err(invalid(key, "must be greater than 0")),
+        Some(n) => n,
+        None => DEFAULT_FLUSH_INTERVAL_MS,
+    };
+    Ok((delivery, buffer_size, Duration::from_millis(flush_ms)))
+}
+
+/// `errors.*`: bad messages and the dead-letter safety valve.
+fn errors(s: &Schema) -> Result<(ErrorTolerance, Option<u64>), ConfigError> {
+    let tolerance = choice("errors.tolerance", &s.errors_tolerance, |_| "")?;
+    let max = match whole_number(
+        DEAD_LETTER_KEY,
+        s.errors_deadletter_max_per_minute.as_ref(),
+        "a whole number of messages",
+    )? {
+        Some(0) => return Err(invalid(DEAD_LETTER_KEY, "must be at least 1, got 0")),
+        other => other,
+    };
+    Ok((tolerance, max))
+}
+
+/// `plugin.*` and `db.json.parse`: the converter, its settings and limits.
+fn plugin(s: &Schema, columns: usize) -> Result<PluginConfig, ConfigError> {
+    let mut settings = Vec::new();
+    if let Some(paths) = &s.db_json_parse {
+        if paths.trim().is_empty() {
+            return Err(invalid(PARSE_PATHS_SETTING, "must not be empty"));
+        }
+        let count = paths.split(',').count();
+        if count != columns {
+            return Err(ConfigError::CountMismatch {
+                paths: count,
+                columns,
+            });
+        }
+        settings.push((PARSE_PATHS_SETTING.to_owned(), paths.clone()));
+    }
+    for (key, value) in &s.plugin_settings {
+        if key == PARSE_PATHS_SETTING {
+            return Err(invalid(
+                &format!("plugin.settings.{key}"),
+                "set the top-level db.json.parse instead",
+            ));
+        }
+        settings.push((key.clone(), value.clone()));
+    }
+    let number = |key: &str, value: &Option<Number>, what: &str, default: u64| {
+        whole_number(key, value.as_ref(), what).map(|n| n.unwrap_or(default))
+    };
+    let timeout = match number(
+        "plugin.timeout.ms",
+        &s.plugin_timeout_ms,
+        "a whole number of milliseconds",
+        DEFAULT_PLUGIN_TIMEOUT_MS,
+    )? {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    };
+    let key = "plugin.memory.mb";
+    let memory_mb = number(
+        key,
+        &s.plugin_memory_mb,
+        "a whole number of megabytes",
+        DEFAULT_PLUGIN_MEMORY_MB,
+    )?;
+    if memory_mb < MIN_PLUGIN_MEMORY_MB {
+        return Err(invalid(
+            key,
+            format!(
+                "{memory_mb} MB is too small; use at least {MIN_PLUGIN_MEMORY_MB} \
+                 (the default is {DEFAULT_PLUGIN_MEMORY_MB})"
+            ),
+        ));
+    }
+    let memory_limit = usize::try_from(memory_mb)
+        .ok()
+        .and_then(|mb| mb.checked_mul(MEGABYTE))
+        .ok_or_else(|| invalid(key, format!("{memory_mb} MB is too large")))?;
+    Ok(PluginConfig {
+        path: s
+            .plugin_path
+            .as_deref()
+            .map(|p| non_empty("plugin.path", p).map(Into::into))
+            .transpose()?,
+        settings,
+        timeout,
+        memory_limit,
+        wall_clock: s.plugin_clock.unwrap_or(false),
+    })
+}
+
+/// `kafka.*`: librdkafka properties, minus those pgsink controls, plus defaults.
+fn kafka(
+    s: &Schema,
+    name: Option<&str>,
+    db: &DbConfig,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    for (key, reason) in FORBIDDEN_KAFKA_KEYS {
+        if s.kafka.contains_key(*key) {
+            return Err(ConfigError::ForbiddenKafkaKey {
+                key: (*key).to_owned(),
+                reason,
+            });
+        }
+    }
+    let group_id = match name {
+        Some(name) => format!("connect-{name}"),
+        None => format!("pgsink-{}.{}", db.schema, db.table),
+    };
+    let mut kafka = s.kafka.clone();
+    for (key, default) in [
+        ("bootstrap.servers", DEFAULT_BOOTSTRAP_SERVERS.to_owned()),
+        ("group.id", group_id),
+        ("auto.offset.reset", DEFAULT_AUTO_OFFSET_RESET.to_owned()),
+    ] {
+        kafka.entry(key.to_owned()).or_insert(default);
+    }
+    Ok(kafka)
+}
+
+#[cfg(test)]
+mod tests;
