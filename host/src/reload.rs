@@ -18,7 +18,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
 use crate::batch::BatchBuilder;
-use crate::config::PluginConfig;
+use crate::config::ConverterConfig;
 use crate::converter::{Column, ConverterError, ConverterSpec};
 
 /// Messages kept as the canary batch for the next reload.
@@ -86,7 +86,7 @@ pub enum ReloadError {
 /// Watches one sink's converter and publishes checked replacements.
 pub struct Reloader {
     /// Re-reads this sink's converter configuration from the configuration file.
-    pub read_config: Box<dyn Fn() -> Result<PluginConfig, String> + Send + Sync>,
+    pub read_config: Box<dyn Fn() -> Result<ConverterConfig, String> + Send + Sync>,
     /// Files whose changes trigger a reload (the configuration, the converter).
     pub watched: Vec<PathBuf>,
     /// The target columns.

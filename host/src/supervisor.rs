@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use rdkafka::consumer::Consumer;
 use tokio::sync::watch;
 
-use crate::config::{Delivery, PluginConfig, SinkConfig};
+use crate::config::{ConverterConfig, Delivery, SinkConfig};
 use crate::converter::{Column, ConverterSpec};
 use crate::intake::{FlushPolicy, Intake};
 use crate::kafka::{client_config, redact_secrets, SinkConsumer, SinkContext};
@@ -25,7 +25,7 @@ use crate::writer::{Command, ConverterId, SinkWriter, Stats, WriterConfig};
 /// Where a running sink re-reads its converter configuration for hot reload.
 pub struct ReloadSource {
     /// Reads this sink's `plugin.*` configuration again.
-    pub read_config: Box<dyn Fn() -> Result<PluginConfig, String> + Send + Sync>,
+    pub read_config: Box<dyn Fn() -> Result<ConverterConfig, String> + Send + Sync>,
     /// Files whose changes trigger a reload.
     pub watched: Vec<PathBuf>,
 }
@@ -38,7 +38,7 @@ pub async fn run(
     shutdown: Arc<AtomicBool>,
     reload: Option<ReloadSource>,
 ) -> anyhow::Result<()> {
-    let spec = ConverterSpec::load(&config.plugin)?;
+    let spec = ConverterSpec::load(&config.converter)?;
     let db = &config.db;
     let client = postgres::connect(db)
         .await

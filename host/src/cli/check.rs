@@ -157,7 +157,7 @@ async fn check(config: &SinkConfig, broker_timeout: Duration) -> Vec<CheckLine> 
 }
 
 fn check_converter(config: &SinkConfig, columns: &[Column]) -> CheckLine {
-    let loaded = ConverterSpec::load(&config.plugin).and_then(|spec| {
+    let loaded = ConverterSpec::load(&config.converter).and_then(|spec| {
         let converter = spec.instantiate(columns)?;
         Ok((converter.label(), spec.component.hash().to_string()))
     });

@@ -27,11 +27,11 @@ pub struct Args {
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let config = match &args.plugin {
-        Some(plugin) => config::load_with_plugin(&args.config, plugin)?,
+        Some(plugin) => config::load_with_converter(&args.config, plugin)?,
         None => config::load(&args.config)?,
     };
     let columns = Column::untyped(&config.db.columns);
-    let mut converter = ConverterSpec::load(&config.plugin)?.instantiate(&columns)?;
+    let mut converter = ConverterSpec::load(&config.converter)?.instantiate(&columns)?;
     let topic = config.topics.first().map(String::as_str).unwrap_or("stdin");
     let (stdout, stderr) = (io::stdout().lock(), io::stderr().lock());
     let summary = match args.input {

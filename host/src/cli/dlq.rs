@@ -176,7 +176,7 @@ async fn redrive(
     )
     .await?;
     let columns = target.converter_columns();
-    let spec = ConverterSpec::load(&config.plugin)?;
+    let spec = ConverterSpec::load(&config.converter)?;
     let mut converter = spec.instantiate(&columns)?;
 
     let tx = client.transaction().await?;

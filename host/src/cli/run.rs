@@ -35,7 +35,7 @@ async fn run_sinks(path: PathBuf, process: ProcessConfig) -> anyhow::Result<()> 
     for (index, config) in process.sinks.into_iter().enumerate() {
         tracing::debug!(sink = index + 1, config = %config.redacted(), "configuration");
         let mut watched = vec![path.clone()];
-        watched.extend(config.plugin.path.clone());
+        watched.extend(config.converter.path.clone());
         let config_path = path.clone();
         let reload = ReloadSource {
             read_config: Box::new(move || {
@@ -44,7 +44,7 @@ async fn run_sinks(path: PathBuf, process: ProcessConfig) -> anyhow::Result<()> 
                     .sinks
                     .into_iter()
                     .nth(index)
-                    .map(|sink| sink.plugin)
+                    .map(|sink| sink.converter)
                     .ok_or_else(|| format!("sink {} is gone from the configuration", index + 1))
             }),
             watched,

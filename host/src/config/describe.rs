@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use super::{DbConfig, PluginConfig, SinkConfig, MEGABYTE, PARSE_PATHS_SETTING};
+use super::{ConverterConfig, DbConfig, SinkConfig, MEGABYTE, PARSE_PATHS_SETTING};
 
 impl SinkConfig {
     /// A view for logs: `Display` prints the effective configuration as TOML-like
@@ -47,7 +47,7 @@ impl fmt::Display for Redacted<'_> {
             writeln!(f, "db.sslrootcert = {:?}", ca.display().to_string())?;
         }
         let (parse_paths, settings): (Vec<_>, Vec<_>) = c
-            .plugin
+            .converter
             .settings
             .iter()
             .partition(|(key, _)| key == PARSE_PATHS_SETTING);
@@ -61,17 +61,21 @@ impl fmt::Display for Redacted<'_> {
         if let Some(max) = c.max_dead_letters_per_minute {
             writeln!(f, "errors.deadletter.max.per.minute = {max}")?;
         }
-        match &c.plugin.path {
+        match &c.converter.path {
             Some(path) => writeln!(f, "plugin.path = {:?}", path.display().to_string())?,
             None => writeln!(f, "# plugin.path unset: bundled parse-path converter")?,
         }
         writeln!(
             f,
             "plugin.timeout.ms = {}",
-            c.plugin.timeout.map_or(0, |t| t.as_millis())
+            c.converter.timeout.map_or(0, |t| t.as_millis())
         )?;
-        writeln!(f, "plugin.memory.mb = {}", c.plugin.memory_limit / MEGABYTE)?;
-        writeln!(f, "plugin.clock = {}", c.plugin.wall_clock)?;
+        writeln!(
+            f,
+            "plugin.memory.mb = {}",
+            c.converter.memory_limit / MEGABYTE
+        )?;
+        writeln!(f, "plugin.clock = {}", c.converter.wall_clock)?;
         for (key, value) in settings {
             writeln!(f, "plugin.settings.{key:?} = {:?}", shown(key, value))?;
         }
@@ -148,14 +152,14 @@ impl fmt::Debug for DbConfig {
     }
 }
 
-impl fmt::Debug for PluginConfig {
+impl fmt::Debug for ConverterConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let settings: Vec<_> = self
             .settings
             .iter()
             .map(|(k, v)| (k.as_str(), shown(k, v)))
             .collect();
-        f.debug_struct("PluginConfig")
+        f.debug_struct("ConverterConfig")
             .field("path", &self.path)
             .field("settings", &settings)
             .field("timeout", &self.timeout)
@@ -179,7 +183,7 @@ impl fmt::Debug for SinkConfig {
                 "max_dead_letters_per_minute",
                 &self.max_dead_letters_per_minute,
             )
-            .field("plugin", &self.plugin)
+            .field("converter", &self.converter)
             .field("kafka", &SecretsHidden(&self.kafka))
             .finish()
     }

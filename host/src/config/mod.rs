@@ -60,11 +60,11 @@ pub const DEFAULT_BOOTSTRAP_SERVERS: &str = "localhost:9092";
 /// `auto.offset.reset` used when the configuration sets none (Kafka Connect's sink default).
 pub const DEFAULT_AUTO_OFFSET_RESET: &str = "earliest";
 /// Default `plugin.timeout.ms`: wall-clock cap on one converter call.
-pub const DEFAULT_PLUGIN_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_CONVERTER_TIMEOUT_MS: u64 = 10_000;
 /// Default `plugin.memory.mb`: the converter's linear-memory cap, in MiB.
-pub const DEFAULT_PLUGIN_MEMORY_MB: u64 = 512;
+pub const DEFAULT_CONVERTER_MEMORY_MB: u64 = 512;
 /// Smallest accepted `plugin.memory.mb`, in MiB.
-pub const MIN_PLUGIN_MEMORY_MB: u64 = 16;
+pub const MIN_CONVERTER_MEMORY_MB: u64 = 16;
 /// Bytes in one of `plugin.memory.mb`'s megabytes (a mebibyte).
 pub const MEGABYTE: usize = 1024 * 1024;
 /// Name of the converter setting that carries `db.json.parse`.
@@ -129,7 +129,7 @@ pub struct SinkConfig {
     /// with an error. `None`: no limit. Always at least 1.
     pub max_dead_letters_per_minute: Option<u64>,
     /// The converter component and its settings (`plugin.*`, `db.json.parse`).
-    pub plugin: PluginConfig,
+    pub converter: ConverterConfig,
     /// librdkafka properties, defaults applied (bootstrap.servers, group.id, auto.offset.reset).
     pub kafka: BTreeMap<String, String>,
 }
@@ -203,7 +203,7 @@ pub enum ErrorTolerance {
 ///
 /// `Default` is the bundled converter with no settings and the default limits.
 #[derive(Clone, PartialEq, Eq)]
-pub struct PluginConfig {
+pub struct ConverterConfig {
     /// Path of a converter component (`.wasm`); `None` means the bundled
     /// parse-path converter.
     pub path: Option<PathBuf>,
@@ -221,13 +221,13 @@ pub struct PluginConfig {
     pub wall_clock: bool,
 }
 
-impl Default for PluginConfig {
+impl Default for ConverterConfig {
     fn default() -> Self {
-        PluginConfig {
+        ConverterConfig {
             path: None,
             settings: Vec::new(),
-            timeout: Some(Duration::from_millis(DEFAULT_PLUGIN_TIMEOUT_MS)),
-            memory_limit: DEFAULT_PLUGIN_MEMORY_MB as usize * MEGABYTE,
+            timeout: Some(Duration::from_millis(DEFAULT_CONVERTER_TIMEOUT_MS)),
+            memory_limit: DEFAULT_CONVERTER_MEMORY_MB as usize * MEGABYTE,
             wall_clock: false,
         }
     }
@@ -444,7 +444,7 @@ pub fn load_process(path: &Path) -> Result<ProcessConfig, ConfigError> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     for sink in &mut process.sinks {
         if let Some(dir) = dir {
-            for file in [sink.plugin.path.as_mut(), sink.db.sslrootcert.as_mut()]
+            for file in [sink.converter.path.as_mut(), sink.db.sslrootcert.as_mut()]
                 .into_iter()
                 .flatten()
             {
@@ -484,10 +484,10 @@ fn is_properties_file(path: &Path) -> bool {
 /// Loads a single-sink file as [`load`] does, but with `plugin.path` set to
 /// `plugin` (for `pgsink convert --plugin`), so a file written for another
 /// converter, or with no `db.json.parse`, can be used to try a converter.
-pub fn load_with_plugin(path: &Path, plugin: &Path) -> Result<SinkConfig, ConfigError> {
+pub fn load_with_converter(path: &Path, plugin: &Path) -> Result<SinkConfig, ConfigError> {
     if is_properties_file(path) {
         let mut sink = load(path)?;
-        sink.plugin.path = Some(plugin.to_owned());
+        sink.converter.path = Some(plugin.to_owned());
         return Ok(sink);
     }
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -505,7 +505,7 @@ pub fn load_with_plugin(path: &Path, plugin: &Path) -> Result<SinkConfig, Config
         );
     }
     let mut sink = parse_toml(&table.to_string()).map_err(|error| in_file(path, error))?;
-    sink.plugin.path = Some(plugin.to_owned());
+    sink.converter.path = Some(plugin.to_owned());
     sink.apply_password_env(std::env::var(PASSWORD_ENV).ok());
     Ok(sink)
 }

@@ -542,11 +542,11 @@ mode = "strict"
         assert_eq!(a.flush_interval, Duration::from_millis(250));
         assert_eq!(a.errors_tolerance, ErrorTolerance::None);
         assert_eq!(
-            a.plugin.path.as_deref(),
+            a.converter.path.as_deref(),
             Some(std::path::Path::new("conv.wasm"))
         );
         assert_eq!(
-            a.plugin.settings,
+            a.converter.settings,
             [
                 ("db.json.parse".to_owned(), "/@id,/@total".to_owned()),
                 ("mode".to_owned(), "strict".to_owned()),
@@ -616,7 +616,7 @@ mode = "strict"
     fn plugin_settings() {
         let c = ok("plugin.path = \"c.wasm\"\n[plugin.settings]\nb = 1\na = true\nx.y = 2.5\n\"p.q\" = \"s\"");
         assert_eq!(
-            c.plugin.settings,
+            c.converter.settings,
             [
                 ("db.json.parse", "/@id,/@total"),
                 ("a", "true"),

@@ -14,17 +14,17 @@ fn root(error: &ConfigError) -> &ConfigError {
 
 #[test]
 fn plugin_config_default_has_the_default_limits() {
-    let plugin = PluginConfig::default();
+    let plugin = ConverterConfig::default();
     assert_eq!(plugin.path, None);
     assert!(plugin.settings.is_empty());
     assert_eq!(plugin.timeout, Some(Duration::from_secs(10)));
     assert_eq!(plugin.memory_limit, 512 << 20);
-    assert_eq!(minimal_with("").plugin, plugin_with_parse_paths());
+    assert_eq!(minimal_with("").converter, plugin_with_parse_paths());
 
-    fn plugin_with_parse_paths() -> PluginConfig {
-        PluginConfig {
+    fn plugin_with_parse_paths() -> ConverterConfig {
+        ConverterConfig {
             settings: vec![("db.json.parse".into(), "/@a,/@b".into())],
-            ..PluginConfig::default()
+            ..ConverterConfig::default()
         }
     }
 }
@@ -90,7 +90,7 @@ fn load_picks_format_by_extension_and_resolves_plugin_path() {
     )
     .unwrap();
     let config = load(&toml_path).unwrap();
-    assert_eq!(config.plugin.path, Some(dir.join("plugins/conv.wasm")));
+    assert_eq!(config.converter.path, Some(dir.join("plugins/conv.wasm")));
 
     let abs = dir.join("abs.toml");
     std::fs::write(
@@ -99,7 +99,7 @@ fn load_picks_format_by_extension_and_resolves_plugin_path() {
     )
     .unwrap();
     assert_eq!(
-        load(&abs).unwrap().plugin.path,
+        load(&abs).unwrap().converter.path,
         Some(PathBuf::from("/opt/conv.wasm"))
     );
 
@@ -166,9 +166,9 @@ fn load_process_reads_every_sink_and_resolves_paths() {
     let [a, b] = &process.sinks[..] else {
         panic!("{process:?}");
     };
-    assert_eq!(a.plugin.path, Some(dir.join("conv.wasm")));
+    assert_eq!(a.converter.path, Some(dir.join("conv.wasm")));
     assert_eq!(a.db.sslrootcert, Some(dir.join("certs/ca.pem")));
-    assert_eq!(b.plugin.path, None);
+    assert_eq!(b.converter.path, None);
     assert_eq!(b.db.sslrootcert, Some(PathBuf::from("/etc/ssl/pg.pem")));
 
     // load wants exactly one sink.

@@ -12,11 +12,11 @@ use super::values::{
     is_valid_topic, names, non_empty, parse_host, whole_number, Number, ParseEnumError,
 };
 use super::{
-    ConfigError, DbConfig, Delivery, ErrorTolerance, PluginConfig, SinkConfig, SslMode,
+    ConfigError, ConverterConfig, DbConfig, Delivery, ErrorTolerance, SinkConfig, SslMode,
     DEFAULT_AUTO_OFFSET_RESET, DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_BUFFER_SIZE,
-    DEFAULT_FLUSH_INTERVAL_MS, DEFAULT_HOST, DEFAULT_PLUGIN_MEMORY_MB, DEFAULT_PLUGIN_TIMEOUT_MS,
-    DEFAULT_PORT, DEFAULT_SCHEMA, DEFAULT_TASKS, FORBIDDEN_KAFKA_KEYS, MEGABYTE, MIN_BUFFER_SIZE,
-    MIN_PLUGIN_MEMORY_MB, PARSE_PATHS_SETTING,
+    DEFAULT_CONVERTER_MEMORY_MB, DEFAULT_CONVERTER_TIMEOUT_MS, DEFAULT_FLUSH_INTERVAL_MS,
+    DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SCHEMA, DEFAULT_TASKS, FORBIDDEN_KAFKA_KEYS, MEGABYTE,
+    MIN_BUFFER_SIZE, MIN_CONVERTER_MEMORY_MB, PARSE_PATHS_SETTING,
 };
 
 pub(super) const DEAD_LETTER_KEY: &str = "errors.deadletter.max.per.minute";
@@ -53,7 +53,7 @@ pub(super) fn sink(s: &Schema, key_names: KeyNames) -> Result<SinkConfig, Config
     let db = db(s)?;
     let (delivery, buffer_size, flush_interval) = delivery(s, key_names)?;
     let (errors_tolerance, max_dead_letters_per_minute) = errors(s)?;
-    let plugin = plugin(s, db.columns.len())?;
+    let converter = converter(s, db.columns.len())?;
     let kafka = kafka(s, name.as_deref(), &db)?;
     Ok(SinkConfig {
         name,
@@ -65,7 +65,7 @@ pub(super) fn sink(s: &Schema, key_names: KeyNames) -> Result<SinkConfig, Config
         flush_interval,
         errors_tolerance,
         max_dead_letters_per_minute,
-        plugin,
+        converter,
         kafka,
     })
 }
@@ -268,7 +268,7 @@ fn errors(s: &Schema) -> Result<(ErrorTolerance, Option<u64>), ConfigError> {
 }
 
 /// `plugin.*` and `db.json.parse`: the converter, its settings and limits.
-fn plugin(s: &Schema, columns: usize) -> Result<PluginConfig, ConfigError> {
+fn converter(s: &Schema, columns: usize) -> Result<ConverterConfig, ConfigError> {
     let mut settings = Vec::new();
     if let Some(paths) = &s.db_json_parse {
         if paths.trim().is_empty() {
@@ -299,7 +299,7 @@ fn plugin(s: &Schema, columns: usize) -> Result<PluginConfig, ConfigError> {
         "plugin.timeout.ms",
         &s.plugin_timeout_ms,
         "a whole number of milliseconds",
-        DEFAULT_PLUGIN_TIMEOUT_MS,
+        DEFAULT_CONVERTER_TIMEOUT_MS,
     )? {
         0 => None,
         ms => Some(Duration::from_millis(ms)),
@@ -309,14 +309,14 @@ fn plugin(s: &Schema, columns: usize) -> Result<PluginConfig, ConfigError> {
         key,
         &s.plugin_memory_mb,
         "a whole number of megabytes",
-        DEFAULT_PLUGIN_MEMORY_MB,
+        DEFAULT_CONVERTER_MEMORY_MB,
     )?;
-    if memory_mb < MIN_PLUGIN_MEMORY_MB {
+    if memory_mb < MIN_CONVERTER_MEMORY_MB {
         return Err(invalid(
             key,
             format!(
-                "{memory_mb} MB is too small; use at least {MIN_PLUGIN_MEMORY_MB} \
-                 (the default is {DEFAULT_PLUGIN_MEMORY_MB})"
+                "{memory_mb} MB is too small; use at least {MIN_CONVERTER_MEMORY_MB} \
+                 (the default is {DEFAULT_CONVERTER_MEMORY_MB})"
             ),
         ));
     }
@@ -324,7 +324,7 @@ fn plugin(s: &Schema, columns: usize) -> Result<PluginConfig, ConfigError> {
         .ok()
         .and_then(|mb| mb.checked_mul(MEGABYTE))
         .ok_or_else(|| invalid(key, format!("{memory_mb} MB is too large")))?;
-    Ok(PluginConfig {
+    Ok(ConverterConfig {
         path: s
             .plugin_path
             .as_deref()

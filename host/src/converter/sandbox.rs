@@ -12,7 +12,7 @@ use wasmtime::{ResourceLimiter, StoreContextMut, StoreLimits, StoreLimitsBuilder
 use wasmtime_wasi::p2::{DynPollable, Pollable};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
-use crate::config::PluginConfig;
+use crate::config::ConverterConfig;
 
 /// The sandbox limits of one converter instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,12 +29,12 @@ pub struct ConverterLimits {
 impl Default for ConverterLimits {
     /// The limits of a configuration that sets none.
     fn default() -> Self {
-        ConverterLimits::from(&PluginConfig::default())
+        ConverterLimits::from(&ConverterConfig::default())
     }
 }
 
-impl From<&PluginConfig> for ConverterLimits {
-    fn from(config: &PluginConfig) -> Self {
+impl From<&ConverterConfig> for ConverterLimits {
+    fn from(config: &ConverterConfig) -> Self {
         ConverterLimits {
             timeout: config.timeout,
             memory: config.memory_limit,

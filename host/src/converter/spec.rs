@@ -8,7 +8,7 @@ use super::conversion::Converter;
 use super::error::ConverterError;
 use super::runtime::{ConverterComponent, Runtime};
 use super::sandbox::ConverterLimits;
-use crate::config::PluginConfig;
+use crate::config::ConverterConfig;
 
 /// Everything a pipeline needs to build its converter.
 #[derive(Clone)]
@@ -26,7 +26,7 @@ pub struct ConverterSpec {
 impl ConverterSpec {
     /// The converter `config` names (its file, or the bundled one), compiled by a new
     /// runtime that enforces time limits if `config` sets one.
-    pub fn load(config: &PluginConfig) -> Result<Self, ConverterError> {
+    pub fn load(config: &ConverterConfig) -> Result<Self, ConverterError> {
         let runtime = Runtime::new(config.timeout.is_some())?;
         Self::load_with(&runtime, config, 0)
     }
@@ -34,7 +34,7 @@ impl ConverterSpec {
     /// The converter `config` names, compiled by `runtime`, as hot-reload version `version`.
     pub fn load_with(
         runtime: &Runtime,
-        config: &PluginConfig,
+        config: &ConverterConfig,
         version: u64,
     ) -> Result<Self, ConverterError> {
         let component = match &config.path {

@@ -291,7 +291,7 @@ fn sandbox_misbehaving_configure_fails_the_instantiation() {
     assert!(error.to_string().contains("on purpose"), "{error}");
 }
 
-/// After a trap the instance is not reused; a fresh one from the same plugin works.
+/// After a trap the instance is not reused; a fresh one from the same component works.
 #[test]
 fn sandbox_a_fresh_instance_works_after_a_trap() {
     let component = hostile();

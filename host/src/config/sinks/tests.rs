@@ -98,7 +98,7 @@ fn sinks_inherit_the_top_level() {
         ]
     );
     let settings = |c: &SinkConfig| {
-        c.plugin
+        c.converter
             .settings
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -152,7 +152,7 @@ columns = "id"
 json.parse = "/@id"
 [sink.kafka.bootstrap]
 servers = "k9:9092"
-[sink.plugin]
+[sink.converter]
 timeout.ms = 0
 memory.mb = 64
 "#;
@@ -160,8 +160,8 @@ memory.mb = 64
     let sink = &p.sinks[0];
     assert_eq!(sink.db.table, "orders");
     assert_eq!(sink.kafka["bootstrap.servers"], "k9:9092");
-    assert_eq!(sink.plugin.timeout, None);
-    assert_eq!(sink.plugin.memory_limit, 64 << 20);
+    assert_eq!(sink.converter.timeout, None);
+    assert_eq!(sink.converter.memory_limit, 64 << 20);
     // One [[sink]] section is one sink: parse_toml accepts it.
     assert_eq!(parse_toml(text).unwrap(), *sink);
 }

@@ -21,11 +21,11 @@ fn defaults() {
     assert_eq!(c.max_dead_letters_per_minute, None);
     assert_eq!(c.db.sslmode, SslMode::Prefer);
     assert_eq!(c.db.sslrootcert, None);
-    assert_eq!(c.plugin.timeout, Some(Duration::from_secs(10)));
-    assert_eq!(c.plugin.memory_limit, 512 * 1024 * 1024);
-    assert_eq!(c.plugin.path, None);
+    assert_eq!(c.converter.timeout, Some(Duration::from_secs(10)));
+    assert_eq!(c.converter.memory_limit, 512 * 1024 * 1024);
+    assert_eq!(c.converter.path, None);
     assert_eq!(
-        c.plugin.settings,
+        c.converter.settings,
         [("db.json.parse".to_owned(), "/@id,/@total".to_owned())]
     );
     let kafka: Vec<_> = c
@@ -260,7 +260,7 @@ fn missing_keys() {
     );
     let with_plugin = format!("{without_parse}plugin.path = \"c.wasm\"");
     let c = parse_toml(&with_plugin).unwrap();
-    assert_eq!(c.plugin.settings, []);
+    assert_eq!(c.converter.settings, []);
     let without_table = BASE.replace("db.table = \"orders\"\n", "");
     assert_eq!(err_text(&without_table), "missing required key `db.table`");
 }
@@ -277,14 +277,14 @@ fn empty_values() {
 #[test]
 fn plugin_limits() {
     let c = ok("plugin.timeout.ms = 0\nplugin.memory.mb = 16");
-    assert_eq!(c.plugin.timeout, None);
-    assert_eq!(c.plugin.memory_limit, 16 * 1024 * 1024);
-    assert!(!c.plugin.wall_clock, "no wall clock by default");
-    assert!(ok("plugin.clock = true").plugin.wall_clock);
+    assert_eq!(c.converter.timeout, None);
+    assert_eq!(c.converter.memory_limit, 16 * 1024 * 1024);
+    assert!(!c.converter.wall_clock, "no wall clock by default");
+    assert!(ok("plugin.clock = true").converter.wall_clock);
     assert!(err("plugin.clock = \"yes\"").contains("plugin"));
     let c = ok("[plugin.timeout]\nms = \"2500\"\n[plugin.memory]\nmb = \" 1024 \"");
-    assert_eq!(c.plugin.timeout, Some(Duration::from_millis(2500)));
-    assert_eq!(c.plugin.memory_limit, 1 << 30);
+    assert_eq!(c.converter.timeout, Some(Duration::from_millis(2500)));
+    assert_eq!(c.converter.memory_limit, 1 << 30);
     assert_eq!(
         err("plugin.memory.mb = 15"),
         "plugin.memory.mb: 15 MB is too small; use at least 16 (the default is 512)"
