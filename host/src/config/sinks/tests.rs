@@ -152,7 +152,7 @@ columns = "id"
 json.parse = "/@id"
 [sink.kafka.bootstrap]
 servers = "k9:9092"
-[sink.converter]
+[sink.plugin]
 timeout.ms = 0
 memory.mb = 64
 "#;
