@@ -4,7 +4,7 @@
 //!
 //! Shared by the tests that need it, which include it with
 //! `#[path = "…/tests/corpus/copy_text.rs"] mod copy_text;`: the guest SDK's escaping tests
-//! (`guest-sdk/src/row_writer.rs`), the host's COPY-check tests (`host/src/copy_rows.rs`), the
+//! (`guest-sdk/src/row_writer.rs`), the host's COPY-check tests (`host/src/converter/output.rs`), the
 //! path-parser's corpus test and the end-to-end hostile-input test. It uses only `std`.
 
 #![allow(dead_code)]
