@@ -8,7 +8,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
-use crate::config::{self, SinkConfig};
+use crate::config::{self, MetricsAddress, SinkConfig};
 use crate::converter::{Column, ConverterSpec};
 use crate::kafka::redact_secrets;
 use crate::postgres::{self, Target};
@@ -42,6 +42,11 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             ok &= line.ok;
             println!("{line}");
         }
+    }
+    if let Some(address) = &process.metrics_address {
+        let line = check_metrics(address);
+        ok &= line.ok;
+        println!("{line}");
     }
     Ok(super::status(ok))
 }
@@ -156,6 +161,18 @@ async fn check(config: &SinkConfig, broker_timeout: Duration) -> Vec<CheckLine> 
     lines
 }
 
+/// `metrics.address` resolves (validation checks only its syntax; names resolve at start).
+fn check_metrics(address: &MetricsAddress) -> CheckLine {
+    match address.resolve() {
+        Ok(resolved) => pass("metrics", format!("{address} listens on {resolved}")),
+        Err(error) => fail(
+            "metrics",
+            error.to_string(),
+            "write an IP address, or a host name this machine resolves, in metrics.address",
+        ),
+    }
+}
+
 fn check_converter(config: &SinkConfig, columns: &[Column]) -> CheckLine {
     let loaded = ConverterSpec::load(&config.converter).and_then(|spec| {
         let converter = spec.instantiate(columns)?;
@@ -237,4 +254,22 @@ fn check_broker(config: &SinkConfig, timeout: Duration) -> Vec<CheckLine> {
         });
     }
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_address_is_resolved_by_check() {
+        let line = check_metrics(&"127.0.0.1:9187".parse().unwrap());
+        assert!(line.ok, "{line}");
+        let line = check_metrics(&"no-such-host.invalid:9187".parse().unwrap());
+        assert!(!line.ok, "{line}");
+        assert!(
+            line.detail
+                .contains("metrics.address: cannot resolve `no-such-host.invalid`"),
+            "{line}"
+        );
+    }
 }

@@ -29,7 +29,7 @@ async fn run_sinks(path: PathBuf, process: ProcessConfig) -> anyhow::Result<()> 
     let shutdown = Arc::new(AtomicBool::new(false));
     tokio::spawn(stop_on_signal(shutdown.clone()));
     if let Some(address) = process.metrics_address {
-        crate::metrics::serve_metrics(address)?;
+        crate::metrics::serve_metrics(address).with_context(|| path.display().to_string())?;
     }
     let mut sinks = tokio::task::JoinSet::new();
     for (index, config) in process.sinks.into_iter().enumerate() {

@@ -495,6 +495,8 @@ pub fn load_with_converter(path: &Path, plugin: &Path) -> Result<SinkConfig, Con
         source,
     })?;
     let mut table: toml::Table = toml::from_str(&text).map_err(|e| in_file(path, e.into()))?;
+    // The quoted dotted key would name `plugin.path` a second time.
+    table.remove("plugin.path");
     let plugin_table = table
         .entry("plugin")
         .or_insert_with(|| toml::Value::Table(toml::Table::new()));

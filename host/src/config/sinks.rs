@@ -77,10 +77,15 @@ fn process_in(text: &str) -> Result<ProcessConfig, ConfigError> {
     // is checked here, so that such errors are not blamed on a [[sink]].
     validate::no_port_key(&defaults)?;
 
-    let mut sinks = Vec::with_capacity(sections.len());
-    for (i, section) in sections.into_iter().enumerate() {
-        sinks.push(section_sink(i + 1, section, &top)?);
-    }
+    let sections = sections
+        .into_iter()
+        .enumerate()
+        .map(|(i, section)| Section::read(i + 1, section, &top))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sinks = sections
+        .into_iter()
+        .map(Section::validate)
+        .collect::<Result<Vec<_>, _>>()?;
     check_conflicts(&sinks)?;
     Ok(ProcessConfig {
         sinks,
@@ -88,25 +93,68 @@ fn process_in(text: &str) -> Result<ProcessConfig, ConfigError> {
     })
 }
 
-/// One `[[sink]]` section (1-based `index`) merged over the top level.
-fn section_sink<'i>(
+/// One `[[sink]]` section (1-based `index`) merged over the top level, read but not yet
+/// validated: every section is read before any is validated, so that a typo or a value of
+/// the wrong type anywhere in the file is reported (with its line) before a validation error.
+struct Section {
     index: usize,
-    section: Spanned<DeValue<'i>>,
-    top: &Flat<'i>,
-) -> Result<SinkConfig, ConfigError> {
-    if !section.get_ref().is_table() {
-        return Err(type_error::<toml::Table>(section));
+    name: Option<String>,
+    schema: Schema,
+    /// The keys that come from the top level.
+    inherited: BTreeSet<String>,
+}
+
+impl Section {
+    fn read<'i>(
+        index: usize,
+        section: Spanned<DeValue<'i>>,
+        top: &Flat<'i>,
+    ) -> Result<Section, ConfigError> {
+        if !section.get_ref().is_table() {
+            return Err(type_error::<toml::Table>(section));
+        }
+        let DeValue::Table(table) = section.into_inner() else {
+            unreachable!("checked above")
+        };
+        let own_name = table
+            .iter()
+            .find(|(key, _)| key.get_ref() == "name")
+            .and_then(|(_, value)| value.get_ref().as_str().map(str::to_owned));
+        let name = own_name.or_else(|| top.get("name")?.get_ref().as_str().map(str::to_owned));
+        let in_sink = |error| in_sink(index, &name, error, false);
+        let own = flatten_toml(table).map_err(in_sink)?;
+        let inherited: BTreeSet<String> = top
+            .keys()
+            .filter(|key| !own.contains_key(*key))
+            .cloned()
+            .collect();
+        let mut merged = top.clone();
+        merged.extend(own);
+        let schema = Schema::from_flat(merged).map_err(in_sink)?;
+        Ok(Section {
+            index,
+            name,
+            schema,
+            inherited,
+        })
     }
-    let DeValue::Table(table) = section.into_inner() else {
-        unreachable!("checked above")
-    };
-    let own_name = table
-        .iter()
-        .find(|(key, _)| key.get_ref() == "name")
-        .and_then(|(_, value)| value.get_ref().as_str().map(str::to_owned));
-    let name = own_name.or_else(|| top.get("name")?.get_ref().as_str().map(str::to_owned));
-    let in_sink = |error: ConfigError, inherited: bool| match error {
-        // TOML errors show their line; the sink adds nothing.
+
+    fn validate(self) -> Result<SinkConfig, ConfigError> {
+        validate::sink(&self.schema, KeyNames::TOML).map_err(|error| {
+            let inherited = error_key(&error).is_some_and(|k| self.inherited.contains(&k));
+            in_sink(self.index, &self.name, error, inherited)
+        })
+    }
+}
+
+/// `error` as one of sink `index`'s; TOML errors show their line and stay as they are.
+fn in_sink(
+    index: usize,
+    name: &Option<String>,
+    error: ConfigError,
+    inherited: bool,
+) -> ConfigError {
+    match error {
         ConfigError::Toml(_) => error,
         error => ConfigError::InSink {
             index,
@@ -114,21 +162,7 @@ fn section_sink<'i>(
             inherited,
             error: Box::new(error),
         },
-    };
-
-    let own = flatten_toml(table).map_err(|e| in_sink(e, false))?;
-    let inherited: BTreeSet<String> = top
-        .keys()
-        .filter(|key| !own.contains_key(*key))
-        .cloned()
-        .collect();
-    let mut merged = top.clone();
-    merged.extend(own);
-    let schema = Schema::from_flat(merged).map_err(|e| in_sink(e, false))?;
-    validate::sink(&schema, KeyNames::TOML).map_err(|error| {
-        let inherited = error_key(&error).is_some_and(|k| inherited.contains(&k));
-        in_sink(error, inherited)
-    })
+    }
 }
 
 /// The key an error is about, when it is about one value.

@@ -226,3 +226,20 @@ fn load_reads_latin1_properties() {
     assert_eq!(load(&path).unwrap().db.columns, ["café"]);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `pgsink convert --plugin` overrides `plugin.path` however the file spells it.
+#[test]
+fn load_with_converter_overrides_every_spelling_of_plugin_path() {
+    let dir = temp_dir("with-converter");
+    for spelling in [
+        "plugin.path = \"old.wasm\"",
+        "\"plugin.path\" = \"old.wasm\"",
+        "",
+    ] {
+        let path = dir.join("sink.toml");
+        std::fs::write(&path, format!("{spelling}\n{MINIMAL}")).unwrap();
+        let config = load_with_converter(&path, Path::new("/opt/new.wasm"))
+            .unwrap_or_else(|e| panic!("{spelling:?}: {e}"));
+        assert_eq!(config.converter.path, Some(PathBuf::from("/opt/new.wasm")));
+    }
+}

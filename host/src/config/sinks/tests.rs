@@ -250,6 +250,18 @@ fn sink_errors_name_the_sink() {
     );
 }
 
+/// Every section is read before any is validated: a typo in a later sink is reported, with
+/// its line, before a missing key in an earlier one.
+#[test]
+fn a_typo_anywhere_comes_before_validation_errors() {
+    let text = TWO_SINKS
+        .replacen("db.table = \"orders\"\n", "", 1)
+        .replacen("tasks = 2", "taks = 2", 1);
+    let error = process_err(&text);
+    assert_contains(&error, "unknown field `taks`");
+    assert!(!error.contains("db.table"), "{error}");
+}
+
 #[test]
 fn sink_structure_errors() {
     assert_eq!(
