@@ -53,6 +53,12 @@ impl Runtime {
         config.wasm_component_model(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
         config.epoch_interruption(epochs);
+        // Copy-on-write memory images put a component compiled in memory (not mapped from
+        // the cache) into a sealed memfd, and the kernel refuses the seal (EBUSY) while any
+        // page of it is briefly pinned — seen in CI as "cannot add seals to the memfd" on the
+        // JS converter. A converter is instantiated once per task, reload and trap, so
+        // copying its data segments instead costs nothing that matters and never fails.
+        config.memory_init_cow(false);
         let engine = Engine::new(&config)?;
         if epochs {
             let weak = engine.weak();
