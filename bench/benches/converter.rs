@@ -40,10 +40,24 @@ fn columns() -> Vec<Column> {
 }
 
 fn converters(c: &mut Criterion) {
-    // pgsink's defaults: a 10 s time limit per call (epoch interruption on), 512 MiB memory.
-    let limits = ConverterLimits::default();
+    // pgsink's defaults: a 10 s time limit per call (epoch interruption on), 512 MiB memory;
+    // PGSINK_BENCH_TIMEOUT_MS=0 measures without a time limit (no epoch interruption).
+    let mut limits = ConverterLimits::default();
+    if let Ok(ms) = std::env::var("PGSINK_BENCH_TIMEOUT_MS") {
+        let ms: u64 = ms.parse().expect("PGSINK_BENCH_TIMEOUT_MS: milliseconds");
+        limits.timeout = (ms > 0).then(|| Duration::from_millis(ms));
+    }
     let runtime = Runtime::new(limits.timeout.is_some()).expect("wasmtime engine");
-    let component = runtime.bundled().expect("bundled converter");
+    // PGSINK_BENCH_COMPONENT=FILE measures another build of the path-parser instead.
+    let component = match std::env::var_os("PGSINK_BENCH_COMPONENT") {
+        Some(path) => {
+            let bytes = std::fs::read(&path).expect("read PGSINK_BENCH_COMPONENT");
+            runtime
+                .load(&bytes, "PGSINK_BENCH_COMPONENT")
+                .expect("load")
+        }
+        None => runtime.bundled().expect("bundled converter"),
+    };
     let settings = vec![("db.json.parse".to_string(), data::PARSE_PATHS.to_string())];
     let mut converter =
         Converter::new(component.clone(), settings.clone(), columns(), limits).expect("configure");

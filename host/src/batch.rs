@@ -206,4 +206,21 @@ mod tests {
         assert!(b.is_empty());
         assert_eq!(b.data_len(), 0);
     }
+
+    #[test]
+    fn revoked_partitions_leave_the_batch() {
+        let mut b = BatchBuilder::new();
+        for (partition, offset) in [(0, 5), (1, 9), (0, 6)] {
+            b.push(
+                MessageRef {
+                    partition,
+                    ..msg("a", offset, b"{}")
+                },
+                [],
+            );
+        }
+        b.retain(|t, p| !(t == "a" && p == 0));
+        assert_eq!(b.len(), 1);
+        assert_eq!(b.message(0).offset, 9);
+    }
 }

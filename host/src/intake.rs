@@ -1,11 +1,14 @@
-//! The intake of one pipeline: the [`Ledger`], the batch being built, and the link to the
-//! writer — what the consume loop and the rebalance callbacks share — with the I/O that
-//! carries out the ledger's decisions: seeks, Kafka commits, reading stored offsets.
+//! The intake of one pipeline: the [`Ledger`], the batch being built, the batch being
+//! converted, and the link to the writer — what the consume loop and the rebalance callbacks
+//! share — with the I/O that carries out the ledger's decisions: seeks, Kafka commits,
+//! reading stored offsets.
 //!
 //! Both users run on the consume thread (librdkafka calls the rebalance callback inside
 //! `poll`), so the mutex around an intake is never contended; it only makes the consumer's
 //! context `Sync`. Because the callback holds the batch being built, a revocation drops the
-//! revoked partitions' messages from it at once, before any later assignment can add some.
+//! revoked partitions' messages from it at once, before any later assignment can add some;
+//! the batch being converted it waits for and sends, so that the commit before the
+//! revocation includes it (its messages were admitted: dropping them would skip them).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::batch::BatchBuilder;
 use crate::config::Delivery;
+use crate::conversion_stage::{ConversionStage, StageError};
 use crate::ledger::{Ledger, OffsetMove, Partition};
 use crate::stored_offsets::StoredOffsets;
 use crate::writer::{Command, ConvertedBatch, Outcome};
@@ -45,6 +49,9 @@ pub enum IntakeError {
     /// The sink is shutting down during a rewind.
     #[error("shutting down")]
     ShuttingDown,
+    /// A batch could not be converted (the converter cannot be instantiated again).
+    #[error(transparent)]
+    Conversion(#[from] StageError),
 }
 
 /// When the consume loop hands a commit to the writer.
@@ -64,6 +71,8 @@ pub struct Intake {
     pub ledger: Ledger,
     /// Messages admitted and not yet converted.
     pub builder: BatchBuilder,
+    /// Messages admitted and being converted.
+    pub stage: ConversionStage,
     delivery: Delivery,
     commands: mpsc::Sender<Command>,
     outcomes: std_mpsc::Receiver<Outcome>,
@@ -75,6 +84,8 @@ pub struct Intake {
     last_commit: Instant,
     /// Set when the writer went away inside a callback; the consume loop stops.
     writer_gone: bool,
+    /// Set when a conversion failed inside a callback; the consume loop stops with it.
+    conversion_failed: Option<StageError>,
     /// The consume loop has made its final commit: a revocation now (closing the consumer)
     /// has nothing to commit and no writer to commit with.
     closed: bool,
@@ -83,6 +94,7 @@ pub struct Intake {
 impl Intake {
     /// An intake sending to a writer through `commands` and hearing back on `outcomes`.
     pub fn new(
+        stage: ConversionStage,
         delivery: Delivery,
         commands: mpsc::Sender<Command>,
         outcomes: std_mpsc::Receiver<Outcome>,
@@ -92,6 +104,7 @@ impl Intake {
         Intake {
             ledger: Ledger::new(),
             builder: BatchBuilder::new(),
+            stage,
             delivery,
             commands,
             outcomes,
@@ -100,16 +113,40 @@ impl Intake {
             unplanned_bytes: 0,
             last_commit: Instant::now(),
             writer_gone: false,
+            conversion_failed: None,
             closed: false,
         }
     }
 
-    /// Errs if the writer went away (seen by a callback, which cannot return an error).
-    pub fn check(&self) -> Result<(), IntakeError> {
+    /// Errs if the writer went away or a conversion failed (seen by a callback, which cannot
+    /// return an error).
+    pub fn check(&mut self) -> Result<(), IntakeError> {
+        if let Some(error) = self.conversion_failed.take() {
+            return Err(error.into());
+        }
         if self.writer_gone {
             return Err(IntakeError::WriterGone);
         }
         Ok(())
+    }
+
+    /// Takes the batch being built to the conversion stage, after sending the one before it
+    /// (waiting for its conversion).
+    pub fn convert_built(&mut self) -> Result<(), IntakeError> {
+        self.send_converted()?;
+        let source = std::mem::take(&mut self.builder);
+        self.stage.submit(source)?;
+        Ok(())
+    }
+
+    /// Waits for the batch being converted, if any, and sends it to the writer — unless a
+    /// rewind is due, which reads its messages again.
+    pub fn send_converted(&mut self) -> Result<(), IntakeError> {
+        match self.stage.take() {
+            Some(converted) if !self.ledger.rewind_due() => self.send(converted?),
+            Some(converted) => converted.map(drop).map_err(IntakeError::from),
+            None => Ok(()),
+        }
     }
 
     /// Applies the outcomes the writer has reported so far.
@@ -167,7 +204,7 @@ impl Intake {
     }
 
     /// Hands a converted batch to the writer.
-    pub fn send(&mut self, batch: ConvertedBatch) -> Result<(), IntakeError> {
+    fn send(&mut self, batch: ConvertedBatch) -> Result<(), IntakeError> {
         self.ledger.sent(
             batch
                 .next_offsets
@@ -220,13 +257,15 @@ impl Intake {
         self.tell_writer(Command::Commit { epoch, moves })
     }
 
-    /// The final commit of the consume loop: commits everything sent, waits for the outcome,
-    /// and from then on lets revocations release partitions without committing.
+    /// The final commit of the consume loop: sends the batch being converted, commits
+    /// everything sent, waits for the outcome, and from then on lets revocations release
+    /// partitions without committing.
     pub fn close<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), IntakeError> {
-        let result = self.commit_and_wait(consumer);
+        let sent = self.send_converted();
+        let result = self.commit_and_wait(consumer).and(sent);
         self.closed = true;
         result
     }
@@ -250,6 +289,9 @@ impl Intake {
         self.wait_in_flight(consumer, CommitMode::Async)?;
         let targets = self.ledger.rewind();
         self.builder.clear();
+        if let Some(Err(error)) = self.stage.take() {
+            return Err(error.into());
+        }
         self.unplanned_bytes = 0;
         let stored = match &mut self.stored {
             Some(reader) => reader
@@ -328,6 +370,17 @@ impl Intake {
     ) {
         tracing::info!(?partitions, "partitions revoked");
         if self.delivery != Delivery::Fastest {
+            if self.stage.is_busy() {
+                tracing::debug!(
+                    "a batch is being converted; it is sent before the revocation's commit"
+                );
+            }
+            if let Err(error) = self.send_converted() {
+                tracing::warn!(%error, "cannot send the batch being converted before the revocation");
+                if let IntakeError::Conversion(error) = error {
+                    self.conversion_failed = Some(error);
+                }
+            }
             self.builder
                 .retain(|t, p| !partitions.iter().any(|(rt, rp)| rt == t && *rp == p));
             if !self.closed && !self.writer_gone && self.ledger.revoke(&partitions) {
@@ -400,5 +453,145 @@ fn commit_kafka<C: ConsumerContext>(
     }
     if let Err(error) = consumer.commit(&tpl, mode) {
         tracing::debug!(%error, "Kafka offset commit failed (partitions may have moved)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The conversion stage at the moments that matter, forced: a revocation and a rewind
+    //! while a batch is being converted. The test plays the writer on the other end of the
+    //! channels; the consumer talks to an in-process mock broker, for the Kafka commits.
+
+    use std::sync::Arc;
+
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::DefaultConsumerContext;
+    use rdkafka::mocking::MockCluster;
+
+    use super::*;
+    use crate::batch::MessageRef;
+    use crate::converter::tests::{hostile, hostile_columns, LIMITS};
+    use crate::converter::Converter;
+    use crate::writer::{ConverterId, Stats};
+
+    struct Rig {
+        _cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+        intake: Intake,
+        consumer: BaseConsumer<DefaultConsumerContext>,
+        commands: mpsc::Receiver<Command>,
+        outcomes: std_mpsc::Sender<Outcome>,
+    }
+
+    fn rig() -> Rig {
+        let converter =
+            Converter::new(hostile(), Vec::new(), hostile_columns(), LIMITS).expect("converter");
+        let id = Arc::new(ConverterId::default());
+        let stats = Arc::new(Stats::default());
+        let stage =
+            ConversionStage::start(converter, id, "t".into(), stats, "test".into()).expect("stage");
+        let (command_tx, commands) = mpsc::channel(8);
+        let (outcomes, outcome_rx) = std_mpsc::channel();
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let mut intake = Intake::new(
+            stage,
+            Delivery::Guaranteed,
+            command_tx,
+            outcome_rx,
+            None,
+            shutdown,
+        );
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("t", 0);
+        tpl.add_partition("t", 1);
+        assert!(intake.assigned(&mut tpl));
+        let cluster = MockCluster::new(1).expect("mock broker");
+        cluster.create_topic("t", 2, 1).expect("topic");
+        let consumer: BaseConsumer<DefaultConsumerContext> = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("group.id", "intake-tests")
+            .create()
+            .expect("consumer");
+        consumer.assign(&tpl).expect("assign");
+        Rig {
+            _cluster: cluster,
+            intake,
+            consumer,
+            commands,
+            outcomes,
+        }
+    }
+
+    /// Admits `values` at offsets 0, 1, … of `t[partition]` and submits them for conversion.
+    fn convert(intake: &mut Intake, partition: i32, values: &[&str]) {
+        for (offset, value) in values.iter().enumerate() {
+            assert!(intake.ledger.admit("t", partition, offset as i64));
+            let message = MessageRef {
+                topic: "t",
+                partition,
+                offset: offset as i64,
+                timestamp: None,
+                key: None,
+                value: Some(value.as_bytes()),
+            };
+            intake.builder.push(message, []);
+        }
+        intake.convert_built().expect("submitted");
+    }
+
+    /// A revocation while a batch is still converting waits for it, sends it, and commits it
+    /// before the partitions go: nothing admitted is dropped, nothing is committed twice.
+    #[test]
+    fn revocation_while_converting_sends_and_commits_the_batch() {
+        let Rig {
+            _cluster,
+            mut intake,
+            consumer,
+            mut commands,
+            outcomes,
+        } = rig();
+        // Long enough that the revocation surely comes while it converts.
+        convert(&mut intake, 0, &["sleep:300", "ok"]);
+        assert!(intake.stage.is_busy());
+        let writer = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while let Some(command) = commands.blocking_recv() {
+                match command {
+                    Command::Rows { batch, .. } => seen.push(format!("rows {}", batch.rows)),
+                    Command::Commit { moves, .. } => {
+                        let moved: Vec<_> = moves
+                            .iter()
+                            .map(|m| format!("{}[{}] {}..{}", m.topic, m.partition, m.from, m.next))
+                            .collect();
+                        seen.push(format!("commit {}", moved.join(", ")));
+                        outcomes.send(Outcome::Committed).expect("outcome");
+                    }
+                    Command::Stop => break,
+                }
+            }
+            seen
+        });
+        intake.revoked(vec![("t".into(), 0), ("t".into(), 1)], &consumer);
+        assert!(!intake.stage.is_busy());
+        assert!(intake.ledger.partitions().is_empty());
+        intake.check().expect("no failure");
+        drop(intake);
+        let seen = writer.join().expect("writer");
+        assert_eq!(seen, ["rows 2", "commit t[0] 0..2"]);
+    }
+
+    /// A batch whose conversion ends after a rewind became due is dropped, not sent: the
+    /// rewind reads its messages again.
+    #[test]
+    fn converted_batch_after_a_failed_commit_is_dropped() {
+        let Rig {
+            mut intake,
+            mut commands,
+            ..
+        } = rig();
+        convert(&mut intake, 1, &["sleep:100"]);
+        intake.ledger.failed();
+        intake.send_converted().expect("no failure");
+        assert!(!intake.stage.is_busy());
+        assert!(commands.try_recv().is_err(), "nothing reached the writer");
     }
 }

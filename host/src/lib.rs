@@ -20,6 +20,7 @@
 mod batch;
 mod cli;
 mod config;
+mod conversion_stage;
 mod converter;
 mod intake;
 mod kafka;

@@ -13,6 +13,7 @@ use rdkafka::consumer::Consumer;
 use tokio::sync::watch;
 
 use crate::config::{ConverterConfig, Delivery, SinkConfig};
+use crate::conversion_stage::ConversionStage;
 use crate::converter::{Column, ConverterSpec};
 use crate::intake::{FlushPolicy, Intake};
 use crate::kafka::{client_config, redact_secrets, SinkConsumer, SinkContext};
@@ -249,7 +250,17 @@ async fn start_pipeline(
             tokio::runtime::Handle::current(),
         )
     });
+    let converter = specs.borrow().clone().instantiate(columns)?;
+    let stage = ConversionStage::start(
+        converter,
+        converter_id.clone(),
+        sink.to_string(),
+        stats.clone(),
+        format!("pgsink-convert-{task}"),
+    )
+    .context("cannot start the conversion thread")?;
     let intake = Intake::new(
+        stage,
         config.delivery,
         commands.clone(),
         outcomes,
@@ -286,17 +297,11 @@ async fn start_pipeline(
     let timed = config.delivery != Delivery::Fastest;
     let consume_loop = ConsumeLoop {
         consumer: consumer.clone(),
-        converter: {
-            let spec = specs.borrow().clone();
-            spec.instantiate(columns)?
-        },
         converter_id,
         specs,
         columns: columns.to_vec(),
         canary,
         shutdown: shutdown.clone(),
-        stats: stats.clone(),
-        sink: sink.to_string(),
         policy: FlushPolicy {
             buffer_size: config.buffer_size,
             interval: timed.then_some(config.flush_interval),
