@@ -94,6 +94,13 @@ struct Cli {
     /// The pgsink binary (default: REPO/target/release/pgsink).
     #[arg(long)]
     pgsink: Option<PathBuf>,
+    /// Another pgsink binary (the one before a change) to run alternately with --pgsink, on
+    /// the same topic, every mode and tasks; the results end with a before/after table.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// Runs of each binary per mode and tasks (alternating with --baseline).
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
     /// The Python peer (default: $PGSINK_SHARED/peers/py_sink.py, else REPO/../shared/peers/py_sink.py).
     #[arg(long)]
     py_sink: Option<PathBuf>,
@@ -211,6 +218,8 @@ struct Ctx {
     own_backends: Vec<i32>,
     pgsink: PathBuf,
     run_id: String,
+    /// pgsink runs so far (each gets a consumer group of its own).
+    runs: u32,
     failures: Vec<String>,
 }
 
@@ -247,6 +256,12 @@ fn real_main(cli: Cli) -> anyhow::Result<usize> {
             pgsink.display()
         );
     }
+    if let Some(baseline) = cli.baseline.as_ref().filter(|b| !b.is_file()) {
+        bail!("no pgsink binary at {} (--baseline)", baseline.display());
+    }
+    if cli.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
     for s in &cli.settings {
         parse_setting(s)?;
     }
@@ -279,6 +294,7 @@ fn real_main(cli: Cli) -> anyhow::Result<usize> {
         own_backends,
         pgsink,
         run_id,
+        runs: 0,
         failures: Vec::new(),
     };
     let started = Instant::now();
@@ -360,10 +376,18 @@ fn real_main(cli: Cli) -> anyhow::Result<usize> {
             topic: &topic,
             partitions,
         };
+        let mut binaries = vec![(ctx.pgsink.clone(), "pgsink")];
+        if let Some(baseline) = ctx.cli.baseline.clone() {
+            binaries.insert(0, (baseline, BASELINE));
+        }
         for &mode in &ctx.cli.modes.clone() {
             for &tasks in &ctx.cli.tasks.clone() {
-                let r = run_pgsink(&mut ctx, &topic_info, mode, tasks)?;
-                results.push(r);
+                for _ in 0..ctx.cli.rounds {
+                    for (binary, label) in &binaries {
+                        let r = run_pgsink(&mut ctx, &topic_info, binary, label, mode, tasks)?;
+                        results.push(r);
+                    }
+                }
             }
         }
         if let Some(py) = &py_sink {
@@ -373,7 +397,11 @@ fn real_main(cli: Cli) -> anyhow::Result<usize> {
     }
 
     let settings_text = settings_summary(&ctx);
-    let table = render_table(&results, n);
+    let mut table = render_table(&results, n);
+    if ctx.cli.baseline.is_some() {
+        table.push('\n');
+        table.push_str(&render_comparison(&results, n));
+    }
     let details = render_details(&results);
     println!("\n{table}\n{details}");
     let header = format!(

@@ -29,6 +29,72 @@ pub(crate) fn fmt_s(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.2} s")).unwrap_or_else(|| "—".into())
 }
 
+/// How `--baseline` runs are named in the results.
+pub(crate) const BASELINE: &str = "pgsink (baseline)";
+
+/// Before (`--baseline`) against after (`--pgsink`), per broker, mode and tasks: every run's
+/// steady msg/s, and the means of throughput, CPU per million messages and peak RSS.
+pub(crate) fn render_comparison(results: &[RunResult], messages: u64) -> String {
+    let n_m = messages as f64 / 1e6;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| broker | mode | tasks | before: steady msg/s | after: steady msg/s | after ÷ before (means) | CPU s / M msgs, before → after (means) | peak RSS MB, before → after (means) |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---|---|---:|---:|---:|");
+    let mut keys: Vec<(&str, &str, Option<u32>)> = Vec::new();
+    for r in results.iter().filter(|r| r.sink == BASELINE) {
+        let key = (r.broker.as_str(), r.mode.as_str(), r.tasks);
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    for (broker, mode, tasks) in keys {
+        let runs = |sink: &str| -> Vec<&RunResult> {
+            results
+                .iter()
+                .filter(|r| r.sink == sink && r.broker == broker && r.mode == mode)
+                .filter(|r| r.tasks == tasks && r.error.is_none())
+                .collect()
+        };
+        let (before, after) = (runs(BASELINE), runs("pgsink"));
+        let steady =
+            |rs: &[&RunResult]| -> Vec<f64> { rs.iter().filter_map(|r| r.steady).collect() };
+        let cpu = |rs: &[&RunResult]| -> Vec<f64> {
+            rs.iter().filter_map(|r| r.cpu_s).map(|c| c / n_m).collect()
+        };
+        let rss = |rs: &[&RunResult]| -> Vec<f64> {
+            rs.iter()
+                .filter_map(|r| r.rss)
+                .map(|b| b as f64 / 1e6)
+                .collect()
+        };
+        let list = |v: &[f64]| {
+            v.iter()
+                .map(|r| format!("{:.0}k", r / 1e3))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let ratio = match (mean(&steady(&after)), mean(&steady(&before))) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+            _ => "—".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| {broker} | {mode} | {} | {} | {} | {ratio} | {} → {} | {} → {} |",
+            tasks.map(|t| t.to_string()).unwrap_or("—".into()),
+            list(&steady(&before)),
+            list(&steady(&after)),
+            fmt_f(mean(&cpu(&before)), 2),
+            fmt_f(mean(&cpu(&after)), 2),
+            fmt_f(mean(&rss(&before)), 0),
+            fmt_f(mean(&rss(&after)), 0),
+        );
+    }
+    s
+}
+
 pub(crate) fn render_table(results: &[RunResult], messages: u64) -> String {
     let n_m = messages as f64 / 1e6;
     let raw = results

@@ -72,25 +72,29 @@ pub(crate) fn pgsink_config(
     Ok(c)
 }
 
+/// One run of the pgsink `binary`, named `label` in the results.
 pub(crate) fn run_pgsink(
     ctx: &mut Ctx,
     t: &TopicInfo<'_>,
+    binary: &Path,
+    label: &str,
     mode: Mode,
     tasks: u32,
 ) -> anyhow::Result<RunResult> {
     let n = ctx.cli.messages as i64;
     let broker_name = t.kind.name();
     let table = format!("bench_{broker_name}_{}_{tasks}", mode.name());
-    let group = format!("pgsink-bench-{}-{table}", ctx.run_id);
+    ctx.runs += 1;
+    let group = format!("pgsink-bench-{}-{table}-{}", ctx.run_id, ctx.runs);
     let mut r = RunResult {
         broker: broker_name.into(),
-        sink: "pgsink".into(),
+        sink: label.into(),
         mode: mode.name().into(),
         tasks: Some(tasks),
         ..RunResult::default()
     };
     eprintln!(
-        "bench: pgsink {} tasks={tasks} on {broker_name} → {table}",
+        "bench: {label} {} tasks={tasks} on {broker_name} → {table}",
         mode.name()
     );
     prepare_table(ctx, &table)?;
@@ -110,7 +114,7 @@ pub(crate) fn run_pgsink(
             expected: n,
         },
     };
-    let mut cmd = Command::new(&ctx.pgsink);
+    let mut cmd = Command::new(binary);
     cmd.arg("run")
         .arg("--config")
         .arg(&config_path)
@@ -123,7 +127,7 @@ pub(crate) fn run_pgsink(
     let spawned = Instant::now();
     let child = cmd
         .spawn()
-        .with_context(|| format!("cannot start {}", ctx.pgsink.display()))?;
+        .with_context(|| format!("cannot start {}", binary.display()))?;
     let mut perf = match &ctx.cli.perf {
         Some(dir) => Command::new("perf")
             .args(["record", "-e", "cpu-clock", "-F", "999", "-a", "-o"])

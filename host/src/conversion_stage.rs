@@ -8,6 +8,11 @@
 //! polling. At most one batch is in the stage: the consume thread takes it back before it
 //! submits another, before a commit that must include it (a revocation, a converter swap,
 //! the final commit), and before a rewind (which drops it).
+//!
+//! The thread pays only where a core is free for it: with as many tasks as cores (or more),
+//! each pipeline converts on its consume thread instead ("inline"), through the same
+//! interface — measured in BENCHMARKS.md, four busy threads on two cores cost more than they
+//! overlap.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -34,36 +39,58 @@ pub enum StageError {
 enum Job {
     Convert(BatchBuilder),
     /// From the next batch on, convert with this converter.
-    Swap(Converter, Arc<ConverterId>),
+    Swap(Box<Converter>, Arc<ConverterId>),
 }
 
 type Done = Result<ConvertedBatch, ConverterError>;
 
 /// See the module documentation.
 pub struct ConversionStage {
-    jobs: SyncSender<Job>,
-    done: Receiver<Done>,
+    mode: Mode,
     in_flight: bool,
 }
 
+enum Mode {
+    /// Converting on the stage's own thread.
+    Threaded {
+        jobs: SyncSender<Job>,
+        done: Receiver<Done>,
+    },
+    /// Converting on the caller's thread, when it submits: the machine has no core to spare.
+    Inline {
+        worker: Box<Worker>,
+        done: Option<Done>,
+    },
+}
+
 impl ConversionStage {
-    /// Starts the stage's thread, named `name`, converting with `converter`; `sink` names
-    /// the sink in metrics, `stats` counts the messages converted.
+    /// Starts the stage converting with `converter` on a thread named `thread`, or, with
+    /// `None`, on the caller's thread; `sink` names the sink in metrics, `stats` counts the
+    /// messages converted.
     pub fn start(
         converter: Converter,
         id: Arc<ConverterId>,
         sink: String,
         stats: Arc<Stats>,
-        name: String,
+        thread: Option<String>,
     ) -> std::io::Result<Self> {
-        let (jobs, inbox) = sync_channel(1);
-        let (outbox, done) = sync_channel(1);
         let mut worker = Worker {
             converter,
             id,
             sink,
             stats,
         };
+        let Some(name) = thread else {
+            return Ok(ConversionStage {
+                mode: Mode::Inline {
+                    worker: Box::new(worker),
+                    done: None,
+                },
+                in_flight: false,
+            });
+        };
+        let (jobs, inbox) = sync_channel(1);
+        let (outbox, done) = sync_channel(1);
         std::thread::Builder::new().name(name).spawn(move || {
             // Ends when the stage is dropped (its sender with it).
             while let Ok(job) = inbox.recv() {
@@ -74,17 +101,21 @@ impl ConversionStage {
                         }
                     }
                     Job::Swap(converter, id) => {
-                        worker.converter = converter;
+                        worker.converter = *converter;
                         worker.id = id;
                     }
                 }
             }
         })?;
         Ok(ConversionStage {
-            jobs,
-            done,
+            mode: Mode::Threaded { jobs, done },
             in_flight: false,
         })
+    }
+
+    /// True when conversions overlap the caller's work (the stage has its own thread).
+    pub fn overlaps(&self) -> bool {
+        matches!(self.mode, Mode::Threaded { .. })
     }
 
     /// True while a submitted batch has not been taken back.
@@ -95,9 +126,12 @@ impl ConversionStage {
     /// Hands `source` to the stage; the previous batch must have been taken back.
     pub fn submit(&mut self, source: BatchBuilder) -> Result<(), StageError> {
         assert!(!self.in_flight, "a batch is already being converted");
-        self.jobs
-            .send(Job::Convert(source))
-            .map_err(|_| StageError::Stopped)?;
+        match &mut self.mode {
+            Mode::Threaded { jobs, .. } => jobs
+                .send(Job::Convert(source))
+                .map_err(|_| StageError::Stopped)?,
+            Mode::Inline { worker, done } => *done = Some(worker.convert(source)),
+        }
         self.in_flight = true;
         Ok(())
     }
@@ -107,17 +141,28 @@ impl ConversionStage {
         if !std::mem::take(&mut self.in_flight) {
             return None;
         }
-        Some(match self.done.recv() {
-            Ok(done) => done.map_err(StageError::from),
-            Err(_) => Err(StageError::Stopped),
+        let done = match &mut self.mode {
+            Mode::Threaded { done, .. } => done.recv().ok(),
+            Mode::Inline { done, .. } => done.take(),
+        };
+        Some(match done {
+            Some(done) => done.map_err(StageError::from),
+            None => Err(StageError::Stopped),
         })
     }
 
     /// Converts every batch submitted from now on with `converter`.
     pub fn swap(&mut self, converter: Converter, id: Arc<ConverterId>) -> Result<(), StageError> {
-        self.jobs
-            .send(Job::Swap(converter, id))
-            .map_err(|_| StageError::Stopped)
+        match &mut self.mode {
+            Mode::Threaded { jobs, .. } => jobs
+                .send(Job::Swap(Box::new(converter), id))
+                .map_err(|_| StageError::Stopped),
+            Mode::Inline { worker, .. } => {
+                worker.converter = converter;
+                worker.id = id;
+                Ok(())
+            }
+        }
     }
 }
 
@@ -236,23 +281,25 @@ mod tests {
         })
     }
 
-    fn stage() -> ConversionStage {
+    fn stage(threaded: bool) -> ConversionStage {
         let stats = Arc::new(Stats::default());
-        ConversionStage::start(
-            converter(),
-            id(0),
-            "test".into(),
-            stats,
-            "test-stage".into(),
-        )
-        .expect("start the stage")
+        let thread = threaded.then(|| "test-stage".to_string());
+        let stage = ConversionStage::start(converter(), id(0), "test".into(), stats, thread)
+            .expect("start the stage");
+        assert_eq!(stage.overlaps(), threaded);
+        stage
     }
 
     /// A batch comes back converted, once, with its dead letters and offsets; the caller is
     /// free while it converts (the stage is busy until the batch is taken back).
     #[test]
     fn stage_converts_one_batch_at_a_time() {
-        let mut stage = stage();
+        for threaded in [true, false] {
+            converts_one_batch_at_a_time(stage(threaded));
+        }
+    }
+
+    fn converts_one_batch_at_a_time(mut stage: ConversionStage) {
         assert!(stage.take().is_none(), "nothing submitted, nothing to take");
         stage.submit(batch(&["sleep:50", "fail", "ok"])).unwrap();
         assert!(stage.is_busy());
@@ -270,7 +317,12 @@ mod tests {
     /// by the old one.
     #[test]
     fn stage_swaps_between_batches() {
-        let mut stage = stage();
+        for threaded in [true, false] {
+            swaps_between_batches(stage(threaded));
+        }
+    }
+
+    fn swaps_between_batches(mut stage: ConversionStage) {
         stage.submit(batch(&["ok"])).unwrap();
         stage.swap(converter(), id(1)).unwrap();
         let before = stage.take().unwrap().unwrap();
@@ -282,7 +334,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "already being converted")]
     fn stage_refuses_a_second_batch_in_flight() {
-        let mut stage = stage();
+        let mut stage = stage(true);
         stage.submit(batch(&["ok"])).unwrap();
         let _ = stage.submit(batch(&["ok"]));
     }

@@ -136,6 +136,10 @@ impl Intake {
         self.send_converted()?;
         let source = std::mem::take(&mut self.builder);
         self.stage.submit(source)?;
+        if !self.stage.overlaps() {
+            // Converted already: nothing to wait for.
+            self.send_converted()?;
+        }
         Ok(())
     }
 
@@ -487,8 +491,8 @@ mod tests {
             Converter::new(hostile(), Vec::new(), hostile_columns(), LIMITS).expect("converter");
         let id = Arc::new(ConverterId::default());
         let stats = Arc::new(Stats::default());
-        let stage =
-            ConversionStage::start(converter, id, "t".into(), stats, "test".into()).expect("stage");
+        let stage = ConversionStage::start(converter, id, "t".into(), stats, Some("test".into()))
+            .expect("stage");
         let (command_tx, commands) = mpsc::channel(8);
         let (outcomes, outcome_rx) = std_mpsc::channel();
         let shutdown = Arc::new(AtomicBool::new(false));

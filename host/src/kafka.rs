@@ -144,9 +144,17 @@ pub fn redact_secrets(message: &str, kafka: &BTreeMap<String, String>) -> String
     text
 }
 
-/// Builds the librdkafka configuration: the user's `kafka.*` keys plus what
-/// the delivery mode decides.
-pub fn client_config(kafka: &BTreeMap<String, String>, delivery: Delivery) -> ClientConfig {
+/// The prefetch budget of one sink, in KiB, shared by its tasks' consumers unless the user
+/// sets `kafka.queued.max.messages.kbytes` (then it is each consumer's, as in librdkafka).
+const PREFETCH_KBYTES: usize = 16384;
+
+/// Builds the librdkafka configuration of one of a sink's `tasks` consumers: the user's
+/// `kafka.*` keys plus what the delivery mode decides.
+pub fn client_config(
+    kafka: &BTreeMap<String, String>,
+    delivery: Delivery,
+    tasks: usize,
+) -> ClientConfig {
     let mut config = ClientConfig::new();
     for (key, value) in kafka {
         config.set(key, value);
@@ -161,12 +169,14 @@ pub fn client_config(kafka: &BTreeMap<String, String>, delivery: Delivery) -> Cl
     );
     config.set("enable.auto.offset.store", "true");
     // Defaults that keep a fast sink fed in bounded memory, unless the user set
-    // them (measured in BENCHMARKS.md): a 16 MiB prefetch queue, refilled as soon
-    // as it has room. librdkafka's own defaults (64 MiB, and a 1000 ms pause
+    // them (measured in BENCHMARKS.md): a 16 MiB prefetch queue per sink (each task's
+    // consumer holds its share, for a share of the partitions), refilled as soon as it
+    // has room. librdkafka's own defaults (64 MiB per consumer, and a 1000 ms pause
     // whenever the queue is full) cap the sink near 200k msg/s while it waits.
+    let prefetch = (PREFETCH_KBYTES / tasks.max(1)).max(1024).to_string();
     for (key, default) in [
         ("statistics.interval.ms", "5000"),
-        ("queued.max.messages.kbytes", "16384"),
+        ("queued.max.messages.kbytes", prefetch.as_str()),
         ("fetch.queue.backoff.ms", "10"),
     ] {
         if !kafka.contains_key(key) {
@@ -219,6 +229,23 @@ mod tests {
     /// `kafka.*` TLS and SASL settings reach librdkafka's configuration verbatim in every
     /// delivery mode, next to what the host sets itself; a setting the user gave wins over
     /// the host's defaults.
+    /// The default prefetch queue is the sink's, split among its tasks; one the user sets is
+    /// each consumer's.
+    #[test]
+    fn the_prefetch_budget_is_shared_by_the_tasks() {
+        let prefetch = |kafka: &BTreeMap<String, String>, tasks| {
+            client_config(kafka, Delivery::Synchronized, tasks)
+                .get("queued.max.messages.kbytes")
+                .map(str::to_string)
+        };
+        let none = BTreeMap::new();
+        assert_eq!(prefetch(&none, 1).as_deref(), Some("16384"));
+        assert_eq!(prefetch(&none, 2).as_deref(), Some("8192"));
+        assert_eq!(prefetch(&none, 64).as_deref(), Some("1024"));
+        let set = BTreeMap::from([("queued.max.messages.kbytes".to_string(), "4096".to_string())]);
+        assert_eq!(prefetch(&set, 2).as_deref(), Some("4096"));
+    }
+
     #[test]
     fn tls_and_sasl_settings_pass_through_verbatim() {
         let config = parse_toml(&secured("SASL_SSL", "SCRAM-SHA-512")).expect("valid");
@@ -227,7 +254,7 @@ mod tests {
             Delivery::Guaranteed,
             Delivery::Synchronized,
         ] {
-            let client = client_config(&config.kafka, delivery);
+            let client = client_config(&config.kafka, delivery, 1);
             for (key, value) in [
                 ("security.protocol", "SASL_SSL"),
                 ("sasl.mechanisms", "SCRAM-SHA-512"),
@@ -298,14 +325,14 @@ mod tests {
             let mut kafka = config.kafka.clone();
             kafka.retain(|k, _| !k.starts_with("ssl."));
             let consumer: KafkaResult<BaseConsumer> =
-                client_config(&kafka, Delivery::Synchronized).create();
+                client_config(&kafka, Delivery::Synchronized, 1).create();
             if let Err(error) = &consumer {
                 panic!("{protocol} with {mechanism}: {error}");
             }
         }
         let tls = parse_toml(&secured("SASL_SSL", "PLAIN")).expect("valid");
         let consumer: KafkaResult<BaseConsumer> =
-            client_config(&tls.kafka, Delivery::Synchronized).create();
+            client_config(&tls.kafka, Delivery::Synchronized, 1).create();
         let Err(error) = consumer else {
             panic!("TLS files that do not exist were accepted");
         };

@@ -8,8 +8,8 @@
 //!   laid out flat for one converter call.
 //! - `converter/`: loading, sandboxing and calling converters, and checking their untrusted
 //!   COPY text.
-//! - `pipeline.rs` → `writer.rs` → `postgres.rs`: consume and convert on a thread, COPY and
-//!   commit in a task, per delivery mode. Every delivery decision (what each message is, when
+//! - `pipeline.rs` → `conversion_stage.rs` → `writer.rs` → `postgres.rs`: consume on a thread,
+//!   convert on another (overlapping), COPY and commit in a task, per delivery mode. Every delivery decision (what each message is, when
 //!   to commit, where to resume) is `ledger.rs`'s: code without I/O that a model-based test
 //!   (`ledger_model.rs`) drives through random interleavings.
 //! - `supervisor.rs`: one sink's pipelines and its converter reloader (`reload.rs`).

@@ -251,12 +251,15 @@ async fn start_pipeline(
         )
     });
     let converter = specs.borrow().clone().instantiate(columns)?;
+    // A conversion thread of its own only where a core is free for it (conversion_stage.rs).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threaded = cores > config.tasks;
     let stage = ConversionStage::start(
         converter,
         converter_id.clone(),
         sink.to_string(),
         stats.clone(),
-        format!("pgsink-convert-{task}"),
+        threaded.then(|| format!("pgsink-convert-{task}")),
     )
     .context("cannot start the conversion thread")?;
     let intake = Intake::new(
@@ -268,7 +271,7 @@ async fn start_pipeline(
         shutdown.clone(),
     );
     let context = SinkContext::new(intake, sink.to_string());
-    let consumer: SinkConsumer = client_config(&config.kafka, config.delivery)
+    let consumer: SinkConsumer = client_config(&config.kafka, config.delivery, config.tasks)
         .create_with_context(context)
         .map_err(|error| {
             anyhow::anyhow!(
