@@ -52,6 +52,12 @@ pub enum IntakeError {
     /// A batch could not be converted (the converter cannot be instantiated again).
     #[error(transparent)]
     Conversion(#[from] StageError),
+    /// A batch could not be converted during a revocation (logged then); the pipeline stops
+    /// without sending or committing anything more.
+    #[error(
+        "a batch could not be converted during a revocation; stopping without committing more"
+    )]
+    ConversionLost,
 }
 
 /// When the consume loop hands a commit to the writer.
@@ -86,6 +92,9 @@ pub struct Intake {
     writer_gone: bool,
     /// Set when a conversion failed inside a callback; the consume loop stops with it.
     conversion_failed: Option<StageError>,
+    /// Admitted messages were lost with a failed conversion: nothing may be sent or committed
+    /// any more (a later batch of their partitions would commit over them).
+    conversion_lost: bool,
     /// The consume loop has made its final commit: a revocation now (closing the consumer)
     /// has nothing to commit and no writer to commit with.
     closed: bool,
@@ -114,6 +123,7 @@ impl Intake {
             last_commit: Instant::now(),
             writer_gone: false,
             conversion_failed: None,
+            conversion_lost: false,
             closed: false,
         }
     }
@@ -124,6 +134,9 @@ impl Intake {
         if let Some(error) = self.conversion_failed.take() {
             return Err(error.into());
         }
+        if self.conversion_lost {
+            return Err(IntakeError::ConversionLost);
+        }
         if self.writer_gone {
             return Err(IntakeError::WriterGone);
         }
@@ -133,6 +146,9 @@ impl Intake {
     /// Takes the batch being built to the conversion stage, after sending the one before it
     /// (waiting for its conversion).
     pub fn convert_built(&mut self) -> Result<(), IntakeError> {
+        if self.conversion_lost {
+            return Err(IntakeError::ConversionLost);
+        }
         self.send_converted()?;
         let source = std::mem::take(&mut self.builder);
         self.stage.submit(source)?;
@@ -209,6 +225,9 @@ impl Intake {
 
     /// Hands a converted batch to the writer.
     fn send(&mut self, batch: ConvertedBatch) -> Result<(), IntakeError> {
+        if self.conversion_lost {
+            return Err(IntakeError::ConversionLost);
+        }
         self.ledger.sent(
             batch
                 .next_offsets
@@ -251,6 +270,9 @@ impl Intake {
         consumer: &BaseConsumer<C>,
         mode: CommitMode,
     ) -> Result<(), IntakeError> {
+        if self.conversion_lost {
+            return Err(IntakeError::ConversionLost);
+        }
         self.wait_in_flight(consumer, mode)?;
         let Some(moves) = self.ledger.plan() else {
             return Ok(());
@@ -380,9 +402,10 @@ impl Intake {
                 );
             }
             if let Err(error) = self.send_converted() {
-                tracing::warn!(%error, "cannot send the batch being converted before the revocation");
+                tracing::error!(%error, "cannot send the batch being converted before the revocation");
                 if let IntakeError::Conversion(error) = error {
                     self.conversion_failed = Some(error);
+                    self.conversion_lost = true;
                 }
             }
             self.builder
@@ -475,7 +498,7 @@ mod tests {
     use super::*;
     use crate::batch::MessageRef;
     use crate::converter::tests::{hostile, hostile_columns, LIMITS};
-    use crate::converter::Converter;
+    use crate::converter::{Converter, ConverterError};
     use crate::writer::{ConverterId, Stats};
 
     struct Rig {
@@ -529,17 +552,22 @@ mod tests {
     fn convert(intake: &mut Intake, partition: i32, values: &[&str]) {
         for (offset, value) in values.iter().enumerate() {
             assert!(intake.ledger.admit("t", partition, offset as i64));
-            let message = MessageRef {
-                topic: "t",
-                partition,
-                offset: offset as i64,
-                timestamp: None,
-                key: None,
-                value: Some(value.as_bytes()),
-            };
-            intake.builder.push(message, []);
+            intake
+                .builder
+                .push(message(partition, offset as i64, value), []);
         }
         intake.convert_built().expect("submitted");
+    }
+
+    fn message(partition: i32, offset: i64, value: &str) -> MessageRef<'_> {
+        MessageRef {
+            topic: "t",
+            partition,
+            offset,
+            timestamp: None,
+            key: None,
+            value: Some(value.as_bytes()),
+        }
     }
 
     /// A revocation while a batch is still converting waits for it, sends it, and commits it
@@ -581,6 +609,43 @@ mod tests {
         drop(intake);
         let seen = writer.join().expect("writer");
         assert_eq!(seen, ["rows 2", "commit t[0] 0..2"]);
+    }
+
+    /// A conversion that fails during a revocation loses admitted messages: from then on
+    /// nothing is sent or committed — not the revocation's commit, not a later batch of the
+    /// same partition (which would commit over the lost ones), not the final commit.
+    #[test]
+    fn conversion_lost_in_a_revocation_stops_every_commit() {
+        let Rig {
+            _cluster,
+            mut intake,
+            consumer,
+            mut commands,
+            outcomes,
+        } = rig();
+        // Three single-message timeouts in a row: the converter is stuck.
+        convert(&mut intake, 0, &["loop", "loop", "loop"]);
+        intake.revoked(vec![("t".into(), 1)], &consumer);
+        assert!(matches!(
+            intake.check(),
+            Err(IntakeError::Conversion(StageError::Converter(
+                ConverterError::Stuck { .. }
+            )))
+        ));
+        for offset in 3..5 {
+            assert!(intake.ledger.admit("t", 0, offset));
+            intake.builder.push(message(0, offset, "ok"), []);
+        }
+        assert!(matches!(
+            intake.convert_built(),
+            Err(IntakeError::ConversionLost)
+        ));
+        assert!(matches!(
+            intake.close(&consumer),
+            Err(IntakeError::ConversionLost)
+        ));
+        drop(outcomes);
+        assert!(commands.try_recv().is_err(), "nothing reached the writer");
     }
 
     /// A batch whose conversion ends after a rewind became due is dropped, not sent: the
