@@ -1,5 +1,5 @@
 //! The conversion stage: a thread per pipeline that converts one batch while the consume
-//! thread polls the next, so that one pipeline keeps two cores busy.
+//! thread polls the next, so that one pipeline keeps two cores busy where the machine has them.
 //!
 //! It is a coprocessor, not a decision maker: the consume thread submits a batch of admitted
 //! messages and later takes its conversion back, and only then sends it to the writer. So
@@ -28,7 +28,8 @@ use crate::writer::{ConvertedBatch, ConverterId, Stats};
 /// Why a batch came back without a conversion.
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
-    /// The converter cannot even be instantiated again after a trap.
+    /// The converter failed beyond one message: it cannot be instantiated again after a
+    /// trap, or it is stuck (one timeout after another).
     #[error(transparent)]
     Converter(#[from] ConverterError),
     /// The stage's thread ended (it panicked); nothing more can be converted.

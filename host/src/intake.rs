@@ -49,7 +49,7 @@ pub enum IntakeError {
     /// The sink is shutting down during a rewind.
     #[error("shutting down")]
     ShuttingDown,
-    /// A batch could not be converted (the converter cannot be instantiated again).
+    /// A batch could not be converted (the converter cannot be instantiated again, or is stuck).
     #[error(transparent)]
     Conversion(#[from] StageError),
     /// A batch could not be converted during a revocation (logged then); the pipeline stops
@@ -401,11 +401,15 @@ impl Intake {
                     "a batch is being converted; it is sent before the revocation's commit"
                 );
             }
-            if let Err(error) = self.send_converted() {
-                tracing::error!(%error, "cannot send the batch being converted before the revocation");
-                if let IntakeError::Conversion(error) = error {
+            match self.send_converted() {
+                Ok(()) => {}
+                Err(IntakeError::Conversion(error)) => {
+                    tracing::error!(%error, "the batch being converted at the revocation failed; stopping");
                     self.conversion_failed = Some(error);
                     self.conversion_lost = true;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot send the batch being converted before the revocation")
                 }
             }
             self.builder
