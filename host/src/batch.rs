@@ -100,6 +100,20 @@ impl BatchBuilder {
         self.batch.data.len()
     }
 
+    /// Takes the batch, leaving an empty one with room for as much: the next batch is
+    /// likely the same size, and growing its buffers by doubling would copy them again.
+    pub fn take_presized(&mut self) -> BatchBuilder {
+        let room = BatchBuilder {
+            batch: Batch {
+                topics: Vec::new(),
+                data: Vec::with_capacity(self.batch.data.len()),
+                headers: Vec::with_capacity(self.batch.headers.len()),
+                messages: Vec::with_capacity(self.batch.messages.len()),
+            },
+        };
+        std::mem::replace(self, room)
+    }
+
     /// Empties the batch, keeping its buffers.
     pub fn clear(&mut self) {
         self.batch.topics.clear();
@@ -205,6 +219,17 @@ mod tests {
         b.clear();
         assert!(b.is_empty());
         assert_eq!(b.data_len(), 0);
+    }
+
+    #[test]
+    fn taking_a_batch_leaves_room_for_the_next() {
+        let mut b = BatchBuilder::new();
+        b.push(msg("a", 1, b"{}"), [("h", None)]);
+        let taken = b.take_presized();
+        assert_eq!((taken.len(), taken.data_len()), (1, 3));
+        assert!(b.is_empty() && b.batch().topics.is_empty());
+        assert!(b.batch.data.capacity() >= 3);
+        assert!(b.batch.messages.capacity() >= 1 && b.batch.headers.capacity() >= 1);
     }
 
     #[test]

@@ -150,7 +150,7 @@ impl Intake {
             return Err(IntakeError::ConversionLost);
         }
         self.send_converted()?;
-        let source = std::mem::take(&mut self.builder);
+        let source = self.builder.take_presized();
         self.stage.submit(source)?;
         if !self.stage.overlaps() {
             // Converted already: nothing to wait for.

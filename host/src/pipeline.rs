@@ -165,25 +165,28 @@ impl ConsumeLoop {
             let mut intake = self.intake();
             match polled {
                 None => {}
-                Some(Ok(m)) if intake.ledger.admit(m.topic(), m.partition(), m.offset()) => {
-                    let headers = m.headers();
-                    let message = MessageRef {
-                        topic: m.topic(),
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        timestamp: m.timestamp().to_millis(),
-                        key: m.key(),
-                        value: m.payload(),
-                    };
-                    intake.builder.push(
-                        message,
-                        headers
-                            .iter()
-                            .flat_map(|h| h.iter())
-                            .map(|h| (h.key, h.value)),
-                    );
+                Some(Ok(m)) => {
+                    // rdkafka measures and checks the topic name on every call.
+                    let topic = m.topic();
+                    if intake.ledger.admit(topic, m.partition(), m.offset()) {
+                        let headers = m.headers();
+                        let message = MessageRef {
+                            topic,
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            timestamp: m.timestamp().to_millis(),
+                            key: m.key(),
+                            value: m.payload(),
+                        };
+                        intake.builder.push(
+                            message,
+                            headers
+                                .iter()
+                                .flat_map(|h| h.iter())
+                                .map(|h| (h.key, h.value)),
+                        );
+                    }
                 }
-                Some(Ok(_)) => {}
                 Some(Err(error)) => {
                     tracing::warn!(%error, "Kafka consumer error");
                 }
