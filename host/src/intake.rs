@@ -574,21 +574,12 @@ mod tests {
         }
     }
 
-    /// A revocation while a batch is still converting waits for it, sends it, and commits it
-    /// before the partitions go: nothing admitted is dropped, nothing is committed twice.
-    #[test]
-    fn revocation_while_converting_sends_and_commits_the_batch() {
-        let Rig {
-            _cluster,
-            mut intake,
-            consumer,
-            mut commands,
-            outcomes,
-        } = rig();
-        // Long enough that the revocation surely comes while it converts.
-        convert(&mut intake, 0, &["sleep:300", "ok"]);
-        assert!(intake.stage.is_busy());
-        let writer = std::thread::spawn(move || {
+    /// Plays the writer: records what reaches it and commits every commit.
+    fn play_writer(
+        mut commands: mpsc::Receiver<Command>,
+        outcomes: std_mpsc::Sender<Outcome>,
+    ) -> std::thread::JoinHandle<Vec<String>> {
+        std::thread::spawn(move || {
             let mut seen = Vec::new();
             while let Some(command) = commands.blocking_recv() {
                 match command {
@@ -605,7 +596,19 @@ mod tests {
                 }
             }
             seen
-        });
+        })
+    }
+
+    /// A revocation while a batch is still converting waits for it, sends it, and commits it
+    /// before the partitions go: nothing admitted is dropped, nothing is committed twice.
+    #[test]
+    fn revocation_while_converting_sends_and_commits_the_batch() {
+        let r = rig();
+        let (mut intake, consumer) = (r.intake, r.consumer);
+        // Long enough that the revocation surely comes while it converts.
+        convert(&mut intake, 0, &["sleep:300", "ok"]);
+        assert!(intake.stage.is_busy());
+        let writer = play_writer(r.commands, r.outcomes);
         intake.revoked(vec![("t".into(), 0), ("t".into(), 1)], &consumer);
         assert!(!intake.stage.is_busy());
         assert!(intake.ledger.partitions().is_empty());
@@ -620,13 +623,9 @@ mod tests {
     /// same partition (which would commit over the lost ones), not the final commit.
     #[test]
     fn conversion_lost_in_a_revocation_stops_every_commit() {
-        let Rig {
-            _cluster,
-            mut intake,
-            consumer,
-            mut commands,
-            outcomes,
-        } = rig();
+        let r = rig();
+        let (mut intake, consumer) = (r.intake, r.consumer);
+        let writer = play_writer(r.commands, r.outcomes);
         // Three single-message timeouts in a row: the converter is stuck.
         convert(&mut intake, 0, &["loop", "loop", "loop"]);
         intake.revoked(vec![("t".into(), 1)], &consumer);
@@ -648,8 +647,9 @@ mod tests {
             intake.close(&consumer),
             Err(IntakeError::ConversionLost)
         ));
-        drop(outcomes);
-        assert!(commands.try_recv().is_err(), "nothing reached the writer");
+        drop(intake);
+        let seen = writer.join().expect("writer");
+        assert!(seen.is_empty(), "nothing reached the writer: {seen:?}");
     }
 
     /// A batch whose conversion ends after a rewind became due is dropped, not sent: the
