@@ -43,36 +43,119 @@ pub fn escape_copy_text(value: &str, out: &mut Vec<u8>) -> Result<(), String> {
     Ok(())
 }
 
+/// What a row asks of its table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// Add the row.
+    Insert,
+    /// The row as it should be: replaces the row with the same key, or is added.
+    Upsert,
+    /// Remove the row with this key: only the key columns are read (write NULL in the others).
+    Delete,
+}
+
+impl Operation {
+    /// `insert`, `upsert` or `delete`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Insert => "insert",
+            Operation::Upsert => "upsert",
+            Operation::Delete => "delete",
+        }
+    }
+}
+
+/// Consecutive rows that go to the same table with the same operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowRun {
+    /// Number of rows.
+    pub count: u32,
+    /// The table, as an index in the tables given to `configure`.
+    pub table: u32,
+    pub operation: Operation,
+}
+
 /// Collects the rows of one batch; hands out one [`Row`] at a time.
 #[derive(Debug)]
 pub struct RowWriter<'a> {
     out: &'a mut Vec<u8>,
-    columns: usize,
+    /// The column count of each table.
+    widths: Vec<usize>,
+    /// The table and operation of every row written, as runs.
+    runs: Vec<RowRun>,
     rows: u32,
     error: Option<String>,
 }
 
+/// Where a message's rows start, to discard them if it fails.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark {
+    bytes: usize,
+    runs: usize,
+    last_run: u32,
+}
+
 impl<'a> RowWriter<'a> {
-    /// A writer appending rows of `columns` fields to `out`.
+    /// A writer appending rows of one table of `columns` fields to `out`.
     pub fn new(out: &'a mut Vec<u8>, columns: usize) -> Self {
+        Self::for_tables(out, vec![columns])
+    }
+
+    /// A writer appending rows to `out` for tables of these column counts.
+    pub fn for_tables(out: &'a mut Vec<u8>, widths: Vec<usize>) -> Self {
         RowWriter {
             out,
-            columns,
+            widths,
+            runs: Vec::new(),
             rows: 0,
             error: None,
         }
     }
 
-    /// The number of fields every row must have.
+    /// The number of fields every row of the first table must have.
     pub fn columns(&self) -> usize {
-        self.columns
+        self.widths.first().copied().unwrap_or(0)
     }
 
-    /// Starts a row. Push exactly [`columns`](Self::columns) fields; the row
-    /// ends when it is dropped.
+    /// Starts a row inserted into the first table. Push exactly
+    /// [`columns`](Self::columns) fields; the row ends when it is dropped.
     pub fn row(&mut self) -> Row<'_, 'a> {
+        self.row_for(0, Operation::Insert)
+    }
+
+    /// Starts a row inserted into table `table` (its index among the sink's tables).
+    pub fn insert(&mut self, table: usize) -> Row<'_, 'a> {
+        self.row_for(table, Operation::Insert)
+    }
+
+    /// Starts a row that replaces (or adds) the row with its key in table `table`.
+    pub fn upsert(&mut self, table: usize) -> Row<'_, 'a> {
+        self.row_for(table, Operation::Upsert)
+    }
+
+    /// Starts a row that deletes the row with its key from table `table`: push every
+    /// column, NULL for those outside the key.
+    pub fn delete(&mut self, table: usize) -> Row<'_, 'a> {
+        self.row_for(table, Operation::Delete)
+    }
+
+    /// Starts a row for `table` with `operation`.
+    pub fn row_for(&mut self, table: usize, operation: Operation) -> Row<'_, 'a> {
+        let width = match self.widths.get(table) {
+            Some(&width) => width,
+            None => {
+                let declared = self.widths.len();
+                self.fail(format!(
+                    "the converter wrote a row for table {table}, and the sink has {declared} table(s)"
+                ));
+                usize::MAX
+            }
+        };
         Row {
             writer: self,
+            table: table as u32,
+            operation,
+            width,
             fields: 0,
         }
     }
@@ -102,13 +185,49 @@ impl<'a> RowWriter<'a> {
         self.out.is_empty()
     }
 
-    /// Drops everything written after byte `len` (used to discard a failed message).
-    pub fn truncate(&mut self, len: usize) {
-        self.out.truncate(len);
+    /// The runs of the rows written: empty when every row is an insert into the first table.
+    pub fn into_runs(self) -> Vec<RowRun> {
+        let plain = self
+            .runs
+            .iter()
+            .all(|r| r.table == 0 && r.operation == Operation::Insert);
+        if plain {
+            Vec::new()
+        } else {
+            self.runs
+        }
+    }
+
+    pub(crate) fn mark(&self) -> Mark {
+        Mark {
+            bytes: self.out.len(),
+            runs: self.runs.len(),
+            last_run: self.runs.last().map_or(0, |r| r.count),
+        }
+    }
+
+    /// Drops everything written after `mark` (a failed message's rows).
+    pub(crate) fn rollback(&mut self, mark: Mark) {
+        self.out.truncate(mark.bytes);
+        self.runs.truncate(mark.runs);
+        if let Some(last) = self.runs.last_mut() {
+            last.count = mark.last_run;
+        }
     }
 
     fn fail(&mut self, error: String) {
         self.error.get_or_insert(error);
+    }
+
+    fn record(&mut self, table: u32, operation: Operation) {
+        match self.runs.last_mut() {
+            Some(last) if last.table == table && last.operation == operation => last.count += 1,
+            _ => self.runs.push(RowRun {
+                count: 1,
+                table,
+                operation,
+            }),
+        }
     }
 }
 
@@ -116,6 +235,9 @@ impl<'a> RowWriter<'a> {
 #[derive(Debug)]
 pub struct Row<'w, 'a> {
     writer: &'w mut RowWriter<'a>,
+    table: u32,
+    operation: Operation,
+    width: usize,
     fields: usize,
 }
 
@@ -171,14 +293,15 @@ impl Row<'_, '_> {
 
 impl Drop for Row<'_, '_> {
     fn drop(&mut self) {
-        if self.fields != self.writer.columns {
-            let (fields, columns) = (self.fields, self.writer.columns);
+        if self.fields != self.width && self.width != usize::MAX {
+            let (fields, columns) = (self.fields, self.width);
             self.writer.fail(format!(
                 "the converter wrote a row of {fields} fields for {columns} columns"
             ));
         }
         self.writer.out.push(b'\n');
         self.writer.rows += 1;
+        self.writer.record(self.table, self.operation);
     }
 }
 
@@ -221,7 +344,7 @@ mod tests {
 
     use proptest::prelude::*;
 
-    use crate::{convert_batch, BatchOutput, Column, Converter, Message, Outcome, Settings};
+    use crate::{convert_batch, BatchOutput, Converter, Message, Outcome, Settings, Table};
 
     use super::copy_text;
 
@@ -291,15 +414,28 @@ mod tests {
     /// A planned field: its value (None: NULL) and how to write it.
     type PlannedField = (Option<String>, u8);
 
+    /// A planned row: which table and operation (`selector % 2`, `selector / 2 % 3`) and
+    /// its fields.
+    type PlannedRow = (u8, Vec<PlannedField>);
+
+    /// The table and operation a planned row selects.
+    fn selected(selector: u8) -> (u32, Operation) {
+        let operation = [Operation::Insert, Operation::Upsert, Operation::Delete];
+        (
+            u32::from(selector % 2),
+            operation[usize::from(selector / 2 % 3)],
+        )
+    }
+
     /// A converter that writes the rows planned for each message (by offset), each field
     /// through one of the SDK's ways of writing a field.
     struct Planned {
-        /// Per message: its rows; per row: its fields.
-        plan: Vec<Vec<Vec<PlannedField>>>,
+        /// Per message: its rows.
+        plan: Vec<Vec<PlannedRow>>,
     }
 
     impl Converter for Planned {
-        fn configure(_: &Settings, _: &[Column]) -> Result<Self, String> {
+        fn configure(_: &Settings, _: &[Table]) -> Result<Self, String> {
             Ok(Planned { plan: Vec::new() })
         }
 
@@ -308,8 +444,9 @@ mod tests {
             message: &Message<'_>,
             rows: &mut RowWriter<'_>,
         ) -> Result<(), String> {
-            for fields in &self.plan[message.offset as usize] {
-                let mut row = rows.row();
+            for (selector, fields) in &self.plan[message.offset as usize] {
+                let (table, operation) = selected(*selector);
+                let mut row = rows.row_for(table as usize, operation);
                 for (value, how) in fields {
                     match (value, how % 4) {
                         (None, _) => {
@@ -366,15 +503,17 @@ mod tests {
             prop_assert_eq!(copy_text::decode(&line), Ok(vec![vec![Some(text)]]));
         }
 
-        /// Whole batches through `convert_batch` with every way of writing a field: the COPY
-        /// text decodes to exactly the rows of the messages that succeed, in order; a message
-        /// with a NUL or a row of the wrong width fails alone and leaves no byte behind.
+        /// Whole batches through `convert_batch` with every way of writing a field, rows for two
+        /// tables (of `columns` and `columns + 1` fields) with every operation: the COPY text
+        /// decodes to exactly the rows of the messages that succeed, in order, and the runs
+        /// give each of them its table and operation; a message with a NUL or a row of the
+        /// wrong width fails alone and leaves no byte and no run behind.
         #[test]
         fn batches_decode_to_the_rows_of_the_messages_that_succeed(
             columns in 1usize..5,
             plan in prop::collection::vec(
                 prop::collection::vec(
-                    prop::collection::vec((prop::option::weighted(0.8, hostile_text()), any::<u8>()), 1..6),
+                    (any::<u8>(), prop::collection::vec((prop::option::weighted(0.8, hostile_text()), any::<u8>()), 1..7)),
                     0..4,
                 ),
                 0..8,
@@ -385,18 +524,23 @@ mod tests {
                 .map(|i| Message { offset: i as i64, ..Message::from_value(b"") })
                 .collect();
             let mut out = BatchOutput::default();
-            convert_batch(&mut converter, columns, messages.into_iter().map(Ok), &mut out);
+            let names: Vec<String> = (0..=columns).map(|c| format!("c{c}")).collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let tables = [Table::named(&names[..columns]), Table::named(&names)];
+            convert_batch(&mut converter, &tables, messages.into_iter().map(Ok), &mut out);
+            let mut expected_runs: Vec<(u32, Operation)> = Vec::new();
             prop_assert_eq!(out.outcomes.len(), converter.plan.len());
             let mut expected_rows = Vec::new();
             for (i, rows) in converter.plan.iter().enumerate() {
-                let nul = rows.iter().flatten().any(|(v, _)| v.as_deref().is_some_and(|v| v.contains('\0')));
-                let width = rows.iter().find(|fields| fields.len() != columns);
+                let nul = rows.iter().flat_map(|(_, fields)| fields).any(|(v, _)| v.as_deref().is_some_and(|v| v.contains('\0')));
+                let width = rows.iter().find(|(selector, fields)| fields.len() != columns + usize::from(selector % 2));
                 match (&out.outcomes[i], nul, width) {
                     (Outcome::Rows(n), false, None) => {
                         prop_assert_eq!(*n as usize, rows.len());
-                        expected_rows.extend(rows.iter().map(|fields| {
+                        expected_rows.extend(rows.iter().map(|(_, fields)| {
                             fields.iter().map(|(v, _)| v.clone()).collect::<copy_text::Row>()
                         }));
+                        expected_runs.extend(rows.iter().map(|(selector, _)| selected(*selector)));
                     }
                     (Outcome::Failed(reason), true, None) => prop_assert!(reason.contains("NUL"), "{}", reason),
                     (Outcome::Failed(reason), false, Some(_)) => prop_assert!(reason.contains("fields for"), "{}", reason),
@@ -407,6 +551,17 @@ mod tests {
                 }
             }
             prop_assert_eq!(copy_text::decode(&out.copy_text), Ok(expected_rows));
+            let runs: Vec<(u32, Operation)> = out
+                .runs
+                .iter()
+                .flat_map(|r| std::iter::repeat_n((r.table, r.operation), r.count as usize))
+                .collect();
+            if expected_runs.iter().all(|&run| run == (0, Operation::Insert)) {
+                prop_assert!(out.runs.is_empty(), "plain inserts need no runs: {:?}", out.runs);
+            } else {
+                prop_assert_eq!(runs, expected_runs);
+                prop_assert!(out.runs.windows(2).all(|w| (w[0].table, w[0].operation) != (w[1].table, w[1].operation)), "runs are merged");
+            }
         }
     }
 }

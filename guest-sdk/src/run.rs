@@ -6,7 +6,10 @@ use std::marker::PhantomData;
 
 use crate::bindings::exports::pgsink::converter::convert::Guest;
 use crate::bindings::pgsink::converter::types as wit;
-use crate::{Column, Converter, Header, Message, PluginInfo, RowWriter, Settings};
+use crate::{
+    Column, Converter, ConverterInfo, Header, Message, Operation, RowRun, RowWriter, Settings,
+    Table,
+};
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,71 +25,85 @@ pub enum Outcome {
 pub struct BatchOutput {
     /// COPY text rows, in message order.
     pub copy_text: Vec<u8>,
+    /// The table and operation of the rows, as runs; empty when every row is an insert into
+    /// the first table.
+    pub runs: Vec<RowRun>,
     /// One outcome per message, in order.
     pub outcomes: Vec<Outcome>,
 }
 
-/// Converts `messages` with `converter` into rows of `columns` fields.
+/// Converts `messages` with `converter` into rows of `tables`.
 ///
 /// A message whose conversion fails, or whose rows are malformed, leaves no
 /// bytes behind and gets [`Outcome::Failed`]; the others are unaffected.
 pub fn convert_batch<'m, C: Converter>(
     converter: &mut C,
-    columns: usize,
+    tables: &[Table],
     messages: impl IntoIterator<Item = Result<Message<'m>, String>>,
     out: &mut BatchOutput,
 ) {
-    let mut rows = RowWriter::new(&mut out.copy_text, columns);
+    let widths = tables.iter().map(|t| t.columns.len()).collect();
+    let mut rows = RowWriter::for_tables(&mut out.copy_text, widths);
     for message in messages {
-        let start = rows.len();
+        let mark = rows.mark();
         let result = message.and_then(|m| converter.convert(&m, &mut rows));
         let outcome = match result.and_then(|()| rows.take_outcome()) {
             Ok(n) => Outcome::Rows(n),
             Err(reason) => {
                 rows.take_outcome().ok();
-                rows.truncate(start);
+                rows.rollback(mark);
                 Outcome::Failed(reason)
             }
         };
         out.outcomes.push(outcome);
     }
+    out.runs = rows.into_runs();
 }
 
 /// The component export of converter `C`; [`export_converter!`](crate::export_converter) names it.
 #[doc(hidden)]
 pub struct Export<C>(PhantomData<C>);
 
-/// The configured converter (type-erased: one component holds one converter) and its column count.
+/// The configured converter (type-erased: one component holds one converter) and its tables.
 struct Configured {
     converter: Box<dyn Any>,
-    columns: usize,
+    tables: Vec<Table>,
 }
 
 thread_local! {
     static CONFIGURED: RefCell<Option<Configured>> = const { RefCell::new(None) };
 }
 
-impl<C: Converter + PluginInfo> Guest for Export<C> {
-    fn info() -> wit::PluginInfo {
-        wit::PluginInfo {
+impl<C: Converter + ConverterInfo> Guest for Export<C> {
+    fn info() -> wit::ConverterInfo {
+        wit::ConverterInfo {
             name: C::NAME.into(),
             version: C::VERSION.into(),
         }
     }
 
-    fn configure(settings: Vec<(String, String)>, columns: Vec<wit::Column>) -> Result<(), String> {
-        let columns: Vec<Column> = columns
+    fn configure(settings: Vec<(String, String)>, tables: Vec<wit::Table>) -> Result<(), String> {
+        let tables: Vec<Table> = tables
             .into_iter()
-            .map(|c| Column {
-                name: c.name,
-                type_name: c.type_name,
+            .map(|t| Table {
+                schema: t.schema,
+                name: t.name,
+                columns: t
+                    .columns
+                    .into_iter()
+                    .map(|c| Column {
+                        name: c.name,
+                        type_name: c.type_name,
+                    })
+                    .collect(),
+                key: t.key.into_iter().map(|k| k as usize).collect(),
             })
             .collect();
-        let converter = C::configure(&Settings::new(settings), &columns)?;
+        let converter = C::configure(&Settings::new(settings), &tables)?;
         CONFIGURED.with(|slot| {
             *slot.borrow_mut() = Some(Configured {
                 converter: Box::new(converter),
-                columns: columns.len(),
+                tables,
             })
         });
         Ok(())
@@ -95,10 +112,11 @@ impl<C: Converter + PluginInfo> Guest for Export<C> {
     fn convert_batch(input: wit::Batch) -> wit::Converted {
         let mut out = BatchOutput {
             copy_text: Vec::with_capacity(input.data.len() + input.data.len() / 4),
+            runs: Vec::new(),
             outcomes: Vec::with_capacity(input.messages.len()),
         };
         CONFIGURED.with(|slot| match slot.borrow_mut().as_mut() {
-            Some(Configured { converter, columns }) => {
+            Some(Configured { converter, tables }) => {
                 let converter = converter
                     .downcast_mut::<C>()
                     .expect("one converter type per component");
@@ -111,7 +129,7 @@ impl<C: Converter + PluginInfo> Guest for Export<C> {
                     })
                     .collect();
                 let messages = input.messages.iter().map(|m| view(&input, &headers, m));
-                convert_batch(converter, *columns, messages, &mut out);
+                convert_batch(converter, tables, messages, &mut out);
             }
             None => out.outcomes.extend(
                 input
@@ -122,6 +140,19 @@ impl<C: Converter + PluginInfo> Guest for Export<C> {
         });
         wit::Converted {
             copy_text: out.copy_text,
+            runs: out
+                .runs
+                .into_iter()
+                .map(|r| wit::RowRun {
+                    count: r.count,
+                    table: r.table,
+                    operation: match r.operation {
+                        Operation::Insert => wit::Operation::Insert,
+                        Operation::Upsert => wit::Operation::Upsert,
+                        Operation::Delete => wit::Operation::Delete,
+                    },
+                })
+                .collect(),
             outcomes: out
                 .outcomes
                 .into_iter()

@@ -1,4 +1,4 @@
-//! Converter settings and target columns as a converter sees them.
+//! Converter settings and the sink's tables as a converter sees them.
 
 /// The converter settings from the pgsink configuration, as key and value strings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,7 +42,60 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Settings {
     }
 }
 
-/// A target column of the sink table.
+/// A table the sink writes: rows for it give one field per column, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    /// Schema name, unquoted.
+    pub schema: String,
+    /// Table name, unquoted.
+    pub name: String,
+    pub columns: Vec<Column>,
+    /// The key columns (the primary key), as indexes in `columns`; empty when unknown.
+    pub key: Vec<usize>,
+}
+
+impl Table {
+    /// A table `test` in schema `public` with these columns, no types and no key (for tests).
+    pub fn named(columns: &[&str]) -> Table {
+        Table {
+            schema: "public".into(),
+            name: "test".into(),
+            columns: Column::names(columns),
+            key: Vec::new(),
+        }
+    }
+
+    /// Declares the key: the columns named, in key order (for tests). Unknown names are ignored.
+    pub fn with_key(mut self, key: &[&str]) -> Table {
+        self.key = key
+            .iter()
+            .filter_map(|k| self.columns.iter().position(|c| c.name == *k))
+            .collect();
+        self
+    }
+
+    /// An error unless the table has exactly `count` columns, naming them, for `configure`.
+    pub fn require_columns(&self, count: usize) -> Result<(), String> {
+        if self.columns.len() == count {
+            return Ok(());
+        }
+        let names: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();
+        Err(format!(
+            "this converter writes {count} column(s) and the table {}.{} lists {}: {}",
+            self.schema,
+            self.name,
+            names.len(),
+            names.join(", ")
+        ))
+    }
+
+    /// The index of the column named `name`.
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+}
+
+/// A column of a table the sink writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
     /// The column name, exactly as in the table.

@@ -240,7 +240,7 @@ fn next_offsets(builder: &BatchBuilder) -> Vec<(String, i32, i64)> {
 mod tests {
     use super::*;
     use crate::batch::MessageRef;
-    use crate::converter::tests::{batch, hostile, hostile_columns, LIMITS};
+    use crate::converter::tests::{batch, hostile, hostile_tables, LIMITS};
 
     fn push(b: &mut BatchBuilder, topic: &str, partition: i32, offset: i64) {
         b.push(
@@ -271,7 +271,7 @@ mod tests {
     }
 
     fn converter() -> Converter {
-        Converter::new(hostile(), Vec::new(), hostile_columns(), LIMITS).expect("instantiate")
+        Converter::new(hostile(), Vec::new(), hostile_tables(), LIMITS).expect("instantiate")
     }
 
     fn id(version: u64) -> Arc<ConverterId> {

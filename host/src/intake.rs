@@ -501,7 +501,7 @@ mod tests {
 
     use super::*;
     use crate::batch::MessageRef;
-    use crate::converter::tests::{hostile, hostile_columns, LIMITS};
+    use crate::converter::tests::{hostile, hostile_tables, LIMITS};
     use crate::converter::{Converter, ConverterError};
     use crate::writer::{ConverterId, Stats};
 
@@ -515,7 +515,7 @@ mod tests {
 
     fn rig() -> Rig {
         let converter =
-            Converter::new(hostile(), Vec::new(), hostile_columns(), LIMITS).expect("converter");
+            Converter::new(hostile(), Vec::new(), hostile_tables(), LIMITS).expect("converter");
         let id = Arc::new(ConverterId::default());
         let stats = Arc::new(Stats::default());
         let stage = ConversionStage::start(converter, id, "t".into(), stats, Some("test".into()))

@@ -38,4 +38,4 @@ mod writer;
 
 pub use batch::{BatchBuilder, MessageRef};
 pub use cli::Command;
-pub use converter::{Column, Converter, ConverterLimits, Runtime};
+pub use converter::{Column, Converter, ConverterLimits, Runtime, Table};

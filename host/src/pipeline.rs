@@ -16,8 +16,8 @@ use rdkafka::message::{Headers, Message};
 use tokio::sync::watch;
 
 use crate::batch::MessageRef;
-use crate::converter::Column;
 use crate::converter::ConverterSpec;
+use crate::converter::Table;
 use crate::intake::{FlushPolicy, Intake, IntakeError};
 use crate::kafka::SinkConsumer;
 use crate::reload::CanarySample;
@@ -38,8 +38,8 @@ pub struct ConsumeLoop {
     pub converter_id: Arc<ConverterId>,
     /// Replacement converters, published by the reloader.
     pub specs: watch::Receiver<Arc<ConverterSpec>>,
-    /// The target columns (to instantiate replacements).
-    pub columns: Vec<Column>,
+    /// The tables the sink writes (to instantiate replacements).
+    pub tables: Vec<Table>,
     /// Where recent messages are offered for reload canaries.
     pub canary: Arc<CanarySample>,
     /// Set to stop.
@@ -121,7 +121,7 @@ impl ConsumeLoop {
     /// Swaps in the converter the reloader published (between two batches).
     fn swap_converter(&mut self, intake: &mut Intake) -> Result<(), IntakeError> {
         let spec = self.specs.borrow_and_update().clone();
-        match spec.instantiate(&self.columns) {
+        match spec.instantiate(&self.tables) {
             Ok(converter) => {
                 self.converter_id = Arc::new(ConverterId {
                     label: converter.label(),

@@ -16,7 +16,7 @@ use tokio_postgres::{Client, NoTls, Socket, Statement};
 
 use crate::batch::MessageRef;
 use crate::config::DbConfig;
-use crate::converter::Column;
+use crate::converter::{Column, Table};
 use crate::ledger::OffsetMove;
 use crate::tls::{self, Tls};
 
@@ -220,6 +220,9 @@ pub struct Target {
     pub columns: Vec<String>,
     /// The PostgreSQL type of each column (`format_type`), in row order.
     pub column_types: Vec<String>,
+    /// The primary key's columns, as indexes in `columns`, in key order; empty when the
+    /// table has no primary key or the sink does not fill all of its columns.
+    pub key: Vec<u32>,
 }
 
 impl Target {
@@ -263,24 +266,52 @@ impl Target {
                 have.join(", ")
             )));
         }
+        let primary_key: Vec<String> = client
+            .query(
+                "SELECT a.attname
+                   FROM pg_index i
+                   JOIN pg_class c ON c.oid = i.indrelid
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                  WHERE n.nspname = $1 AND c.relname = $2 AND i.indisprimary
+                  ORDER BY array_position(i.indkey::int2[], a.attnum)",
+                &[&schema, &table],
+            )
+            .await
+            .map_err(|e| DbError::Other(e.to_string()))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let key: Option<Vec<u32>> = primary_key
+            .iter()
+            .map(|k| columns.iter().position(|c| c == k).map(|i| i as u32))
+            .collect();
         Ok(Target {
             schema: schema.to_string(),
             table: table.to_string(),
             columns: columns.to_vec(),
             column_types: columns.iter().map(|c| existing[c].clone()).collect(),
+            key: key.unwrap_or_default(),
         })
     }
 
-    /// The columns as a converter is told about them: names and types, in row order.
-    pub fn converter_columns(&self) -> Vec<Column> {
-        self.columns
-            .iter()
-            .zip(&self.column_types)
-            .map(|(name, type_name)| Column {
-                name: name.clone(),
-                type_name: Some(type_name.clone()),
-            })
-            .collect()
+    /// The table as a converter is told about it: columns with their types, in row order,
+    /// and the key.
+    pub fn converter_table(&self) -> Table {
+        Table {
+            schema: self.schema.clone(),
+            name: self.table.clone(),
+            columns: self
+                .columns
+                .iter()
+                .zip(&self.column_types)
+                .map(|(name, type_name)| Column {
+                    name: name.clone(),
+                    type_name: Some(type_name.clone()),
+                })
+                .collect(),
+            key: self.key.clone(),
+        }
     }
 
     /// `"schema"."table"`.
@@ -670,6 +701,7 @@ mod tests {
             table: "t\"1".into(),
             columns: vec!["Id".into(), "a;b".into()],
             column_types: vec!["bigint".into(), "text".into()],
+            key: vec![0],
         };
         assert_eq!(
             target.copy_statement(),

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::batch::BatchBuilder;
 use crate::config::ConverterConfig;
-use crate::converter::{Column, ConverterError, ConverterSpec};
+use crate::converter::{ConverterError, ConverterSpec, Table};
 
 /// Messages kept as the canary batch for the next reload.
 pub const CANARY_MESSAGES: usize = 100;
@@ -89,8 +89,8 @@ pub struct Reloader {
     pub read_config: Box<dyn Fn() -> Result<ConverterConfig, String> + Send + Sync>,
     /// Files whose changes trigger a reload (the configuration, the converter).
     pub watched: Vec<PathBuf>,
-    /// The target columns.
-    pub columns: Vec<Column>,
+    /// The tables the sink writes.
+    pub tables: Vec<Table>,
     /// Where pipelines pick up new converters.
     pub publish: watch::Sender<Arc<ConverterSpec>>,
     /// Recent messages for the canary.
@@ -187,7 +187,7 @@ impl Reloader {
         {
             return Ok(None);
         }
-        let mut converter = candidate.instantiate(&self.columns)?;
+        let mut converter = candidate.instantiate(&self.tables)?;
         let canary = self.canary.take();
         let conversion = converter.convert(&canary)?;
         if conversion.faults > 0 {

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::config::{ConverterConfig, Delivery, SinkConfig};
 use crate::conversion_stage::ConversionStage;
-use crate::converter::{Column, ConverterSpec};
+use crate::converter::{ConverterSpec, Table};
 use crate::intake::{FlushPolicy, Intake};
 use crate::kafka::{client_config, redact_secrets, SinkConsumer, SinkContext};
 use crate::pipeline::ConsumeLoop;
@@ -51,10 +51,10 @@ pub async fn run(
             .context("cannot install the pgsink schema")?;
     }
     let target = Target::resolve(&client, &db.schema, &db.table, &db.columns).await?;
-    let columns = target.converter_columns();
+    let tables = vec![target.converter_table()];
     // Instantiating once here reports bad converter settings before consuming anything.
     let converter_id = Arc::new(ConverterId {
-        label: spec.instantiate(&columns)?.label(),
+        label: spec.instantiate(&tables)?.label(),
         hash: spec.component.hash().to_string(),
         version: 0,
     });
@@ -82,7 +82,7 @@ pub async fn run(
         let shared = Shared {
             sink: &sink_name,
             target: &target,
-            columns: &columns,
+            tables: &tables,
             specs: specs.clone(),
             converter_id: converter_id.clone(),
             canary: canary.clone(),
@@ -98,7 +98,7 @@ pub async fn run(
         let reloader = Reloader {
             read_config: source.read_config,
             watched: source.watched,
-            columns: columns.clone(),
+            tables: tables.clone(),
             publish,
             canary,
             stats: Arc::new(ReloadStats::default()),
@@ -136,7 +136,7 @@ pub async fn run(
 struct Shared<'a> {
     sink: &'a str,
     target: &'a Target,
-    columns: &'a [Column],
+    tables: &'a [Table],
     specs: watch::Receiver<Arc<ConverterSpec>>,
     converter_id: Arc<ConverterId>,
     canary: Arc<CanarySample>,
@@ -233,7 +233,7 @@ async fn start_pipeline(
     let Shared {
         sink,
         target,
-        columns,
+        tables,
         specs,
         converter_id,
         canary,
@@ -250,7 +250,7 @@ async fn start_pipeline(
             tokio::runtime::Handle::current(),
         )
     });
-    let converter = specs.borrow().clone().instantiate(columns)?;
+    let converter = specs.borrow().clone().instantiate(tables)?;
     // A conversion thread of its own only where a core is free for it (conversion_stage.rs).
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threaded = cores > config.tasks;
@@ -302,7 +302,7 @@ async fn start_pipeline(
         consumer: consumer.clone(),
         converter_id,
         specs,
-        columns: columns.to_vec(),
+        tables: tables.to_vec(),
         canary,
         shutdown: shutdown.clone(),
         policy: FlushPolicy {

@@ -433,3 +433,57 @@ fn converters_js_end_to_end() {
     let ends = BTreeMap::from([((topic.clone(), 0), msgs.len() as i64)]);
     assert_offsets_at_end(&pg, &table, &ends);
 }
+
+/// A converter built for `pgsink:converter@0.1.0` by the SDK of that time
+/// (`tests/fixtures/wit-0.1`) runs unchanged: `check` names its WIT version, and a sink loads
+/// its rows exactly once.
+#[test]
+fn converters_wit_0_1_component_runs_unchanged_mock() {
+    let ctx = Ctx::new("converters_wit_0_1_component_runs_unchanged_mock");
+    let wasm = repo_root().join("tests/fixtures/wit-0.1/versioned_plugin.wasm");
+    let broker = Broker::mock();
+    let pg = Pg::connect();
+    let columns = [
+        ("id", "bigint"),
+        ("version", "text"),
+        ("kafka_partition", "int"),
+        ("kafka_offset", "bigint"),
+    ];
+    let table = pg.table_in("public", &ctx.table_name(), &columns);
+    let topic = ctx.unique("t");
+    broker.create_topic(&topic, 2);
+    let mut producer = broker.producer(false);
+    for id in 0..500 {
+        let value = format!(r#"{{"id":{id}}}"#);
+        producer.send(&topic, Some(id % 2), None, Some(value.as_bytes()));
+    }
+    let ends = end_offsets(&producer.flush());
+    let config = plugin_config(
+        &table,
+        &topic,
+        &sink_kafka(&broker, &ctx.unique("g")),
+        &wasm,
+        &[("version", "built-for-0.1")],
+    );
+    let file = ctx.write("sink.toml", &config);
+    let out = ctx.run_pgsink(&["check", "--config", file.to_str().unwrap()], b"", LONG);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("versioned-plugin 0.1.0 (pgsink:converter@0.1.0) accepts its settings"),
+        "{stdout}"
+    );
+    let mut sink = ctx.sink("sink").toml(&config).start();
+    pg.wait_rows(&table, 500, LONG, &mut [&mut sink]);
+    sink.stop_ok();
+    let rows = pg.query(
+        &format!(
+            "SELECT count(DISTINCT id), count(*), min(version), max(version) FROM {}",
+            table.qualified()
+        ),
+        &[],
+    );
+    let (distinct, all): (i64, i64) = (rows[0].get(0), rows[0].get(1));
+    assert_eq!((distinct, all), (500, 500), "exactly once");
+    assert_eq!(rows[0].get::<_, String>(2), "built-for-0.1");
+    assert_offsets_at_end(&pg, &table, &ends);
+}

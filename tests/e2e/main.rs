@@ -4,7 +4,7 @@
 //! environment they read.
 //!
 //! Test names group by feature: `convert_*`, `packaging_*`, `roundtrip_postgres*`,
-//! `synchronized_*`, `guaranteed_*`, `fastest_*`, `two_topics_*`, `dead_letters*`,
+//! `cdc_*` (envelopes, casts), `synchronized_*`, `guaranteed_*`, `fastest_*`, `two_topics_*`, `dead_letters*`,
 //! `errors_*`, `quoted_identifiers*`, `hostile_*` (the corpus in `tests/corpus`),
 //! `startup_errors_*`, `properties_file*`, `converters_*`, `reload_*`, `sandbox_*`,
 //! `security_*`, `operations_*`, `scale_out_*`, `tls_*`; the broker appears as `_mock` or
@@ -14,6 +14,7 @@
 mod harness;
 mod pg_cluster;
 
+mod cdc;
 mod config_formats;
 mod convert;
 mod converters;

@@ -9,7 +9,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
 use crate::config::{self, MetricsAddress, SinkConfig};
-use crate::converter::{Column, ConverterSpec};
+use crate::converter::{ConverterSpec, Table};
 use crate::kafka::redact_secrets;
 use crate::postgres::{self, Target};
 
@@ -106,7 +106,7 @@ async fn check(config: &SinkConfig, broker_timeout: Duration) -> Vec<CheckLine> 
         ),
     )];
     let db = &config.db;
-    let mut columns = Column::untyped(&db.columns);
+    let mut table = Table::untyped(&db.schema, &db.table, &db.columns);
     match postgres::connect(db).await {
         Err(error) => lines.push(fail(
             "database",
@@ -135,8 +135,14 @@ async fn check(config: &SinkConfig, broker_timeout: Duration) -> Vec<CheckLine> 
                         .zip(&target.column_types)
                         .map(|(c, t)| format!("{c} {t}"))
                         .collect();
+                    let key: Vec<&str> =
+                        target.key.iter().map(|&k| target.columns[k as usize].as_str()).collect();
+                    let key = match key.is_empty() {
+                        true => "no primary key among these columns".to_string(),
+                        false => format!("key {}", key.join(", ")),
+                    };
                     match privilege {
-                        Ok(true) => lines.push(pass("table", format!("{} ({})", target.qualified(), described.join(", ")))),
+                        Ok(true) => lines.push(pass("table", format!("{} ({}; {key})", target.qualified(), described.join(", ")))),
                         Ok(false) => lines.push(fail(
                             "table",
                             format!("{} exists but {} may not INSERT into it", target.qualified(), db.username),
@@ -144,9 +150,7 @@ async fn check(config: &SinkConfig, broker_timeout: Duration) -> Vec<CheckLine> 
                         )),
                         Err(error) => lines.push(fail("table", error.to_string(), "check the table's privileges")),
                     }
-                    for (column, type_name) in columns.iter_mut().zip(&target.column_types) {
-                        column.type_name = Some(type_name.clone());
-                    }
+                    table = target.converter_table();
                 }
                 Err(error) => lines.push(fail(
                     "table",
@@ -156,7 +160,7 @@ async fn check(config: &SinkConfig, broker_timeout: Duration) -> Vec<CheckLine> 
             }
         }
     }
-    lines.push(check_converter(config, &columns));
+    lines.push(check_converter(config, &table));
     lines.extend(check_broker(config, broker_timeout));
     lines
 }
@@ -173,15 +177,22 @@ fn check_metrics(address: &MetricsAddress) -> CheckLine {
     }
 }
 
-fn check_converter(config: &SinkConfig, columns: &[Column]) -> CheckLine {
+fn check_converter(config: &SinkConfig, table: &Table) -> CheckLine {
     let loaded = ConverterSpec::load(&config.converter).and_then(|spec| {
-        let converter = spec.instantiate(columns)?;
-        Ok((converter.label(), spec.component.hash().to_string()))
+        let converter = spec.instantiate(std::slice::from_ref(table))?;
+        Ok((
+            converter.label(),
+            spec.component.hash().to_string(),
+            spec.component.wit_version(),
+        ))
     });
     match loaded {
-        Ok((label, hash)) => pass(
+        Ok((label, hash, wit)) => pass(
             "converter",
-            format!("{label} accepts its settings (sha256 {})", &hash[..12]),
+            format!(
+                "{label} (pgsink:converter@{wit}) accepts its settings (sha256 {})",
+                &hash[..12]
+            ),
         ),
         Err(error) => fail(
             "converter",

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 
 use crate::batch::{BatchBuilder, MessageRef};
 use crate::config;
-use crate::converter::{Column, Converter, ConverterError, ConverterSpec};
+use crate::converter::{Converter, ConverterError, ConverterSpec, Operation, Table};
 use crate::pipeline::BATCH_MESSAGES;
 
 #[derive(clap::Args)]
@@ -23,6 +23,35 @@ pub struct Args {
     /// Read messages from this file instead of stdin.
     #[arg(long)]
     input: Option<PathBuf>,
+    /// Each line is a key and a value separated by SEP (the first SEP on the line); a line
+    /// without it is a value with a null key.
+    #[arg(long, value_name = "SEP")]
+    key_separator: Option<String>,
+    /// An empty key or value is null, not empty: `KEY<SEP>` with nothing after it is a tombstone.
+    #[arg(long)]
+    empty_is_null: bool,
+}
+
+/// How a line of input becomes a message.
+#[derive(Debug, Clone, Default)]
+struct LineFormat {
+    key_separator: Option<Vec<u8>>,
+    empty_is_null: bool,
+}
+
+impl LineFormat {
+    /// The key and value of `line`.
+    fn split<'a>(&self, line: &'a [u8]) -> (Option<&'a [u8]>, Option<&'a [u8]>) {
+        let (key, value) = match &self.key_separator {
+            Some(sep) => match memchr::memmem::find(line, sep) {
+                Some(at) => (Some(&line[..at]), &line[at + sep.len()..]),
+                None => (None, line),
+            },
+            None => (None, line),
+        };
+        let present = |part: &'a [u8]| Some(part).filter(|p| !(self.empty_is_null && p.is_empty()));
+        (key.and_then(present), present(value))
+    }
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
@@ -30,17 +59,29 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         Some(plugin) => config::load_with_converter(&args.config, plugin)?,
         None => config::load(&args.config)?,
     };
-    let columns = Column::untyped(&config.db.columns);
-    let mut converter = ConverterSpec::load(&config.converter)?.instantiate(&columns)?;
-    let topic = config.topics.first().map(String::as_str).unwrap_or("stdin");
+    let db = &config.db;
+    let tables = [Table::untyped(&db.schema, &db.table, &db.columns)];
+    let mut converter = ConverterSpec::load(&config.converter)?.instantiate(&tables)?;
+    if args.key_separator.as_deref() == Some("") {
+        anyhow::bail!("--key-separator must not be empty");
+    }
+    let format = LineFormat {
+        key_separator: args.key_separator.map(String::into_bytes),
+        empty_is_null: args.empty_is_null,
+    };
+    let input = Input {
+        topic: config.topics.first().map(String::as_str).unwrap_or("stdin"),
+        format: &format,
+        tables: &tables,
+    };
     let (stdout, stderr) = (io::stdout().lock(), io::stderr().lock());
     let summary = match args.input {
         Some(path) => {
             let file =
                 File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-            convert_lines(&mut converter, topic, BufReader::new(file), stdout, stderr)?
+            convert_lines(&mut converter, &input, BufReader::new(file), stdout, stderr)?
         }
-        None => convert_lines(&mut converter, topic, io::stdin().lock(), stdout, stderr)?,
+        None => convert_lines(&mut converter, &input, io::stdin().lock(), stdout, stderr)?,
     };
     tracing::debug!(?summary, "converted");
     Ok(super::status(summary.failed == 0))
@@ -66,20 +107,28 @@ pub enum ConvertError {
     Converter(#[from] ConverterError),
 }
 
-/// Converts each line of `input` as one message value (topic `topic`,
-/// partition 0, offset = line number − 1). COPY rows go to `rows`; each failed
-/// line is reported to `errors` as `line N: reason`.
+/// Where the lines come from and where their rows go.
+struct Input<'a> {
+    topic: &'a str,
+    format: &'a LineFormat,
+    tables: &'a [Table],
+}
+
+/// Converts each line of `lines` as one message (topic `input.topic`, partition 0,
+/// offset = line number − 1). COPY rows go to `rows` — each prefixed with its operation and
+/// table and a tab, unless every row is an insert into the first table; each failed line is
+/// reported to `errors` as `line N: reason`.
 fn convert_lines(
     converter: &mut Converter,
-    topic: &str,
-    input: impl BufRead,
+    input: &Input<'_>,
+    lines: impl BufRead,
     mut rows: impl Write,
     mut errors: impl Write,
 ) -> Result<ConvertSummary, ConvertError> {
     let mut summary = ConvertSummary::default();
     let mut builder = BatchBuilder::new();
     let mut first_line = 1u64;
-    let mut lines = input.split(b'\n');
+    let mut lines = lines.split(b'\n');
     loop {
         let line = lines.next().transpose()?;
         let at_end = line.is_none();
@@ -88,14 +137,15 @@ fn convert_lines(
                 line.pop();
             }
             let offset = (first_line - 1) as i64 + builder.len() as i64;
+            let (key, value) = input.format.split(&line);
             builder.push(
                 MessageRef {
-                    topic,
+                    topic: input.topic,
                     partition: 0,
                     offset,
                     timestamp: None,
-                    key: None,
-                    value: Some(&line),
+                    key,
+                    value,
                 },
                 [],
             );
@@ -105,7 +155,7 @@ fn convert_lines(
         }
         if !builder.is_empty() {
             let conversion = converter.convert(&builder)?;
-            rows.write_all(&conversion.copy_text)?;
+            write_rows(&mut rows, &conversion, input.tables)?;
             for (i, reason) in &conversion.failed {
                 writeln!(errors, "line {}: {reason}", first_line + *i as u64)?;
             }
@@ -121,4 +171,29 @@ fn convert_lines(
     }
     rows.flush()?;
     Ok(summary)
+}
+/// Writes the rows of `conversion`, each prefixed with `operation table<TAB>` when the rows
+/// are not all inserts into the first table.
+fn write_rows(
+    out: &mut impl Write,
+    conversion: &crate::converter::Conversion,
+    tables: &[Table],
+) -> io::Result<()> {
+    if conversion.runs.is_empty() {
+        return out.write_all(&conversion.copy_text);
+    }
+    let mut rows = conversion.copy_text.split_inclusive(|&b| b == b'\n');
+    for run in &conversion.runs {
+        let operation = match run.operation {
+            Operation::Insert => "insert",
+            Operation::Upsert => "upsert",
+            Operation::Delete => "delete",
+        };
+        let table = &tables[run.table as usize].name;
+        for row in rows.by_ref().take(run.count as usize) {
+            write!(out, "{operation} {table}\t")?;
+            out.write_all(row)?;
+        }
+    }
+    Ok(())
 }

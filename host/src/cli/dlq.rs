@@ -175,9 +175,8 @@ async fn redrive(
         &config.db.columns,
     )
     .await?;
-    let columns = target.converter_columns();
     let spec = ConverterSpec::load(&config.converter)?;
-    let mut converter = spec.instantiate(&columns)?;
+    let mut converter = spec.instantiate(&[target.converter_table()])?;
 
     let tx = client.transaction().await?;
     let rows = tx

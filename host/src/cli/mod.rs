@@ -16,8 +16,9 @@ mod sql;
 pub enum Command {
     /// Run the sink until SIGINT or SIGTERM, then flush and commit.
     Run(run::Args),
-    /// Convert messages read one per line and print the COPY rows; no Kafka or
-    /// database needed. Failed lines are reported on stderr; exit status 1 if any.
+    /// Convert messages read one per line and print the COPY rows (each prefixed with its
+    /// operation and table when they are not all plain inserts); no Kafka or database
+    /// needed. Failed lines are reported on stderr; exit status 1 if any.
     Convert(convert::Args),
     /// Install or remove the `pgsink` schema (offsets, dead letters) in the configured database.
     Sql(sql::Args),

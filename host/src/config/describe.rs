@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use super::{ConverterConfig, DbConfig, SinkConfig, MEGABYTE, PARSE_PATHS_SETTING};
+use super::{ConverterConfig, DbConfig, SinkConfig, JSON_SETTINGS, MEGABYTE};
 
 impl SinkConfig {
     /// A view for logs: `Display` prints the effective configuration as TOML-like
@@ -46,13 +46,13 @@ impl fmt::Display for Redacted<'_> {
         if let Some(ca) = &c.db.sslrootcert {
             writeln!(f, "db.sslrootcert = {:?}", ca.display().to_string())?;
         }
-        let (parse_paths, settings): (Vec<_>, Vec<_>) = c
+        let (json, settings): (Vec<_>, Vec<_>) = c
             .converter
             .settings
             .iter()
-            .partition(|(key, _)| key == PARSE_PATHS_SETTING);
-        for (_, paths) in parse_paths {
-            writeln!(f, "db.json.parse = {paths:?}")?;
+            .partition(|(key, _)| JSON_SETTINGS.contains(&key.as_str()));
+        for (key, value) in json {
+            writeln!(f, "{key} = {value:?}")?;
         }
         writeln!(f, "db.delivery = \"{}\"", c.delivery)?;
         writeln!(f, "db.buffer.size = {}", c.buffer_size)?;

@@ -69,6 +69,14 @@ pub const MIN_CONVERTER_MEMORY_MB: u64 = 16;
 pub const MEGABYTE: usize = 1024 * 1024;
 /// Name of the converter setting that carries `db.json.parse`.
 pub const PARSE_PATHS_SETTING: &str = "db.json.parse";
+/// The `db.json.*` keys: top-level keys that reach the converter as settings of the same
+/// name (the bundled converter reads them; another converter may).
+pub const JSON_SETTINGS: &[&str] = &[
+    PARSE_PATHS_SETTING,
+    "db.json.envelope",
+    "db.json.tombstone",
+    "db.json.cast",
+];
 /// The original connector's class; other `connector.class` values draw a warning.
 pub const JUSTONE_CONNECTOR_CLASS: &str = "com.justone.kafka.sink.pg.json.PostgreSQLSinkConnector";
 
@@ -207,8 +215,8 @@ pub struct ConverterConfig {
     /// Path of a converter component (`.wasm`); `None` means the bundled
     /// parse-path converter.
     pub path: Option<PathBuf>,
-    /// Settings passed to the converter, in order: `("db.json.parse", paths)`
-    /// first when `db.json.parse` is set, then `plugin.settings` sorted by name.
+    /// Settings passed to the converter, in order: the `db.json.*` keys that are set
+    /// (`db.json.parse` first), then `plugin.settings` sorted by name.
     pub settings: Vec<(String, String)>,
     /// Wall-clock cap on one converter call, i.e. one batch
     /// (`plugin.timeout.ms`, default 10 s); `None` (written 0): no limit.

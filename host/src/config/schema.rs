@@ -59,6 +59,12 @@ pub(super) struct Schema {
     pub db_columns: Option<StringList>,
     #[serde(rename = "db.json.parse")]
     pub db_json_parse: Option<String>,
+    #[serde(rename = "db.json.envelope")]
+    pub db_json_envelope: Option<String>,
+    #[serde(rename = "db.json.tombstone")]
+    pub db_json_tombstone: Option<String>,
+    #[serde(rename = "db.json.cast")]
+    pub db_json_cast: Option<String>,
     #[serde(rename = "db.delivery")]
     pub db_delivery: Option<String>,
     #[serde(rename = "db.buffer.size")]
@@ -609,7 +615,10 @@ mode = "strict"
             "unknown field `pth`, expected one of `path`, `settings`, `timeout`, `memory`",
         );
         let nested = err("db.json.prase = \"x\"");
-        assert_contains(&nested, "unknown field `prase`, expected `parse`");
+        assert_contains(
+            &nested,
+            "unknown field `prase`, expected one of `parse`, `envelope`",
+        );
     }
 
     #[test]

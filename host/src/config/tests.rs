@@ -1,6 +1,6 @@
 //! Loading files: formats, paths relative to the file, the password variable.
 
-use super::test_support::{minimal_with, MINIMAL};
+use super::test_support::{err_text, minimal_with, MINIMAL};
 use super::*;
 use std::net::SocketAddr;
 
@@ -242,4 +242,38 @@ fn load_with_converter_overrides_every_spelling_of_plugin_path() {
             .unwrap_or_else(|e| panic!("{spelling:?}: {e}"));
         assert_eq!(config.converter.path, Some(PathBuf::from("/opt/new.wasm")));
     }
+}
+
+#[test]
+fn json_settings_reach_the_converter_checked() {
+    let config = minimal_with(
+        "db.json.envelope = \" Debezium \"\ndb.json.tombstone = \"delete\"\ndb.json.cast = \"a:epoch-ms\"",
+    );
+    let settings: Vec<(&str, &str)> = config
+        .converter
+        .settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        settings,
+        [
+            ("db.json.parse", "/@a,/@b"),
+            ("db.json.envelope", "debezium"),
+            ("db.json.tombstone", "delete"),
+            ("db.json.cast", "a:epoch-ms"),
+        ]
+    );
+    let error = err_text(&format!("{MINIMAL}db.json.envelope = \"avro\"\n"));
+    assert!(
+        error.contains("must be one of none, debezium, connect, got \"avro\""),
+        "{error}"
+    );
+    let error = err_text(&format!(
+        "{MINIMAL}plugin.settings.\"db.json.cast\" = \"a:array\"\n"
+    ));
+    assert!(
+        error.contains("set the top-level db.json.cast instead"),
+        "{error}"
+    );
 }

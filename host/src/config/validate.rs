@@ -15,8 +15,8 @@ use super::{
     ConfigError, ConverterConfig, DbConfig, Delivery, ErrorTolerance, SinkConfig, SslMode,
     DEFAULT_AUTO_OFFSET_RESET, DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_BUFFER_SIZE,
     DEFAULT_CONVERTER_MEMORY_MB, DEFAULT_CONVERTER_TIMEOUT_MS, DEFAULT_FLUSH_INTERVAL_MS,
-    DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SCHEMA, DEFAULT_TASKS, FORBIDDEN_KAFKA_KEYS, MEGABYTE,
-    MIN_BUFFER_SIZE, MIN_CONVERTER_MEMORY_MB, PARSE_PATHS_SETTING,
+    DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SCHEMA, DEFAULT_TASKS, FORBIDDEN_KAFKA_KEYS, JSON_SETTINGS,
+    MEGABYTE, MIN_BUFFER_SIZE, MIN_CONVERTER_MEMORY_MB, PARSE_PATHS_SETTING,
 };
 
 pub(super) const DEAD_LETTER_KEY: &str = "errors.deadletter.max.per.minute";
@@ -267,7 +267,46 @@ fn errors(s: &Schema) -> Result<(ErrorTolerance, Option<u64>), ConfigError> {
     Ok((tolerance, max))
 }
 
-/// `plugin.*` and `db.json.parse`: the converter, its settings and limits.
+/// `db.json.envelope` and `db.json.tombstone`: with the bundled converter, one of their names
+/// (it documents them), so that a typo is reported with the file's line, not at start; another
+/// converter gets them as they are written.
+fn json_names(s: &Schema) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut settings = Vec::new();
+    let bundled = s.plugin_path.is_none();
+    for (key, value, names) in [
+        (
+            "db.json.envelope",
+            &s.db_json_envelope,
+            &["none", "debezium", "connect"][..],
+        ),
+        (
+            "db.json.tombstone",
+            &s.db_json_tombstone,
+            &["skip", "delete", "fail"][..],
+        ),
+    ] {
+        if let Some(value) = value {
+            if !bundled {
+                settings.push((key.to_owned(), value.clone()));
+                continue;
+            }
+            let name = value.trim().to_ascii_lowercase();
+            if !names.contains(&name.as_str()) {
+                return Err(invalid(
+                    key,
+                    format!("must be one of {}, got {value:?}", names.join(", ")),
+                ));
+            }
+            settings.push((key.to_owned(), name));
+        }
+    }
+    if let Some(casts) = &s.db_json_cast {
+        settings.push(("db.json.cast".to_owned(), casts.clone()));
+    }
+    Ok(settings)
+}
+
+/// `plugin.*` and `db.json.*`: the converter, its settings and limits.
 fn converter(s: &Schema, columns: usize) -> Result<ConverterConfig, ConfigError> {
     let mut settings = Vec::new();
     if let Some(paths) = &s.db_json_parse {
@@ -283,11 +322,12 @@ fn converter(s: &Schema, columns: usize) -> Result<ConverterConfig, ConfigError>
         }
         settings.push((PARSE_PATHS_SETTING.to_owned(), paths.clone()));
     }
+    settings.extend(json_names(s)?);
     for (key, value) in &s.plugin_settings {
-        if key == PARSE_PATHS_SETTING {
+        if JSON_SETTINGS.contains(&key.as_str()) {
             return Err(invalid(
                 &format!("plugin.settings.{key}"),
-                "set the top-level db.json.parse instead",
+                format!("set the top-level {key} instead"),
             ));
         }
         settings.push((key.clone(), value.clone()));

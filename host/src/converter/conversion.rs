@@ -2,12 +2,10 @@
 //! (retrying the batch message by message on fresh instances, so only the guilty messages
 //! fail) and attributes every row to the message it came from.
 
-use memchr::memchr_iter;
-
-use super::bindings::{Column, Converted, Outcome};
+use super::attribution::{attribute, Conversion};
+use super::bindings::Table;
 use super::error::ConverterError;
 use super::instance::ConverterInstance;
-use super::output::check_rows;
 use super::runtime::ConverterComponent;
 use super::sandbox::ConverterLimits;
 use crate::batch::BatchBuilder;
@@ -15,27 +13,11 @@ use crate::batch::BatchBuilder;
 /// Single-message timeouts in a row after which a converter is declared stuck.
 const STUCK_AFTER_TIMEOUTS: u32 = 3;
 
-/// The checked result of converting one batch.
-#[derive(Debug, Default)]
-pub struct Conversion {
-    /// COPY text of the rows to load, in message order.
-    pub copy_text: Vec<u8>,
-    /// Number of rows in `copy_text`.
-    pub rows: u64,
-    /// For each row of `copy_text`, the index of the message it came from.
-    pub row_messages: Vec<u32>,
-    /// Messages that failed: their index in the batch and the reason.
-    pub failed: Vec<(usize, String)>,
-    /// How many of the failures are the converter's own fault (a trap, a
-    /// timeout, malformed output) rather than a message it rejected.
-    pub faults: usize,
-}
-
 /// A configured converter that survives its own traps.
 pub struct Converter {
     component: ConverterComponent,
     settings: Vec<(String, String)>,
-    columns: Vec<Column>,
+    tables: Vec<Table>,
     limits: ConverterLimits,
     instance: ConverterInstance,
     /// Single messages in a row that timed out, across batches (a converter
@@ -49,14 +31,14 @@ impl Converter {
     pub fn new(
         component: ConverterComponent,
         settings: Vec<(String, String)>,
-        columns: Vec<Column>,
+        tables: Vec<Table>,
         limits: ConverterLimits,
     ) -> Result<Self, ConverterError> {
-        let instance = component.instantiate(&settings, &columns, limits)?;
+        let instance = component.instantiate(&settings, &tables, limits)?;
         Ok(Converter {
             component,
             settings,
-            columns,
+            tables,
             limits,
             instance,
             timeouts: 0,
@@ -79,7 +61,7 @@ impl Converter {
         match self.instance.convert(batch.batch()) {
             Ok(converted) => {
                 self.timeouts = 0;
-                Ok(check(converted, batch.len(), self.instance.columns()))
+                Ok(attribute(converted, batch.len(), self.instance.tables()))
             }
             Err(trap) => {
                 tracing::warn!(converter = %self.label(), error = %trap, messages = batch.len(),
@@ -93,7 +75,7 @@ impl Converter {
     fn renew(&mut self) -> Result<(), ConverterError> {
         self.instance = self
             .component
-            .instantiate(&self.settings, &self.columns, self.limits)?;
+            .instantiate(&self.settings, &self.tables, self.limits)?;
         Ok(())
     }
 
@@ -103,14 +85,7 @@ impl Converter {
             match self.instance.convert(batch.single(i).batch()) {
                 Ok(converted) => {
                     self.timeouts = 0;
-                    let one = check(converted, 1, self.instance.columns());
-                    all.copy_text.extend_from_slice(&one.copy_text);
-                    all.rows += one.rows;
-                    all.row_messages
-                        .extend(one.row_messages.iter().map(|_| i as u32));
-                    all.failed
-                        .extend(one.failed.into_iter().map(|(_, r)| (i, r)));
-                    all.faults += one.faults;
+                    all.extend_one(i, attribute(converted, 1, self.instance.tables()));
                 }
                 Err(trap) => {
                     if matches!(trap, ConverterError::Timeout { .. }) {
@@ -132,155 +107,15 @@ impl Converter {
     }
 }
 
-/// Attributes the rows of `converted` to its `messages` and keeps the well-formed ones.
-fn check(converted: Converted, messages: usize, columns: usize) -> Conversion {
-    let Converted {
-        copy_text,
-        outcomes,
-    } = converted;
-    let fail_all = |reason: String| Conversion {
-        failed: (0..messages).map(|i| (i, reason.clone())).collect(),
-        faults: messages,
-        ..Conversion::default()
-    };
-    if outcomes.len() != messages {
-        return fail_all(format!(
-            "the converter returned {} outcomes for {messages} messages",
-            outcomes.len()
-        ));
-    }
-    let declared: u64 = outcomes
-        .iter()
-        .map(|o| match o {
-            Outcome::Rows(n) => u64::from(*n),
-            Outcome::Failed(_) => 0,
-        })
-        .sum();
-    let written = memchr_iter(b'\n', &copy_text).count() as u64;
-    if declared != written || copy_text.last().is_some_and(|&b| b != b'\n') {
-        return fail_all(format!(
-            "the converter declared {declared} rows but wrote {written} lines"
-        ));
-    }
-    let mut out = Conversion {
-        rows: declared,
-        row_messages: Vec::with_capacity(declared as usize),
-        ..Conversion::default()
-    };
-    let mut newlines = memchr_iter(b'\n', &copy_text);
-    let mut start = 0;
-    let mut kept = 0; // bytes of copy_text known good and not yet moved
-    let mut clean = true;
-    for (i, outcome) in outcomes.into_iter().enumerate() {
-        match outcome {
-            Outcome::Failed(reason) => out.failed.push((i, reason)),
-            Outcome::Rows(0) => {}
-            Outcome::Rows(n) => {
-                let end = newlines.nth(n as usize - 1).expect("counted above") + 1;
-                let rows = &copy_text[start..end];
-                let checked = check_rows(rows, columns);
-                if checked.is_ok() {
-                    out.row_messages
-                        .extend(std::iter::repeat_n(i as u32, n as usize));
-                }
-                match checked {
-                    Ok(()) if clean => kept = end,
-                    Ok(()) => out.copy_text.extend_from_slice(rows),
-                    Err(reason) => {
-                        if clean {
-                            out.copy_text.extend_from_slice(&copy_text[..kept]);
-                            clean = false;
-                        }
-                        out.rows -= u64::from(n);
-                        out.failed.push((i, reason));
-                        out.faults += 1;
-                    }
-                }
-                start = end;
-            }
-        }
-    }
-    if clean {
-        out.copy_text = copy_text;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    fn converted(text: &str, outcomes: Vec<Outcome>) -> Converted {
-        Converted {
-            copy_text: text.as_bytes().to_vec(),
-            outcomes,
-        }
-    }
-
-    #[test]
-    fn clean_output_is_kept_whole() {
-        let c = check(
-            converted(
-                "a\tb\nc\td\ne\tf\n",
-                vec![Outcome::Rows(2), Outcome::Rows(0), Outcome::Rows(1)],
-            ),
-            3,
-            2,
-        );
-        assert_eq!(c.copy_text, b"a\tb\nc\td\ne\tf\n");
-        assert_eq!(c.rows, 3);
-        assert_eq!(c.row_messages, [0, 0, 2]);
-        assert!(c.failed.is_empty());
-    }
-
-    #[test]
-    fn a_malformed_row_fails_only_its_message() {
-        let c = check(
-            converted(
-                "a\tb\nbad\nc\td\n",
-                vec![
-                    Outcome::Rows(1),
-                    Outcome::Rows(1),
-                    Outcome::Failed("nope".into()),
-                    Outcome::Rows(1),
-                ],
-            ),
-            4,
-            2,
-        );
-        assert_eq!(c.copy_text, b"a\tb\nc\td\n");
-        assert_eq!(c.rows, 2);
-        assert_eq!(c.row_messages, [0, 3]);
-        assert_eq!(c.failed.len(), 2);
-        assert_eq!(c.failed[0].0, 1);
-        assert!(c.failed[0].1.contains("1 fields for 2"));
-        assert_eq!(c.failed[1], (2, "nope".to_string()));
-        assert_eq!(c.faults, 1, "a rejected message is not a converter fault");
-    }
-
-    #[test]
-    fn mismatched_accounting_fails_the_whole_batch() {
-        let c = check(
-            converted("a\tb\nc\td\n", vec![Outcome::Rows(1), Outcome::Rows(0)]),
-            2,
-            2,
-        );
-        assert!(c.copy_text.is_empty());
-        assert_eq!(c.failed.len(), 2);
-        assert!(c.failed[0].1.contains("declared 1 rows but wrote 2 lines"));
-        let c = check(converted("a\tb\n", vec![Outcome::Rows(1)]), 2, 2);
-        assert!(c.failed[1].1.contains("1 outcomes for 2 messages"));
-        let c = check(converted("a\tb\nc", vec![Outcome::Rows(1)]), 1, 2);
-        assert_eq!(c.failed.len(), 1);
-    }
-
     mod hostile {
-        use crate::converter::tests::{batch, hostile, hostile_columns, LIMITS};
+        use crate::converter::tests::{batch, hostile, hostile_tables, LIMITS};
         use crate::converter::Converter;
         use crate::converter::ConverterError;
 
         fn converter() -> Converter {
-            Converter::new(hostile(), Vec::new(), hostile_columns(), LIMITS).expect("converter")
+            Converter::new(hostile(), Vec::new(), hostile_tables(), LIMITS).expect("converter")
         }
 
         /// A batch mixing good messages with every kind of converter fault: each faulty

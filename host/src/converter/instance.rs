@@ -3,18 +3,45 @@
 
 use std::time::Duration;
 
-use wasmtime::Store;
+use wasmtime::component::{Func, Instance};
+use wasmtime::{AsContextMut, Store};
 
-use super::bindings::{Batch, Converted, ConverterInfo, ConverterWorld};
+use super::bindings::{v0_1, Batch, Converted, ConverterInfo, ConverterWorld, Table};
 use super::error::ConverterError;
 use super::sandbox::SandboxState;
+
+/// The exports of a live instance, by the WIT world it implements.
+pub(super) enum Bindings {
+    V0_2(ConverterWorld),
+    /// The 0.1 `convert-batch` export, typechecked against the host's (0.2) batch type,
+    /// which is the same record: a 0.1 converter is handed the batch without a copy.
+    V0_1(Func),
+}
+
+impl Bindings {
+    /// The `convert-batch` export of a 0.1 instance, checked to take the host's batch type.
+    pub(super) fn v0_1_convert_batch(
+        mut store: impl AsContextMut,
+        instance: &Instance,
+    ) -> wasmtime::Result<Func> {
+        let missing = || wasmtime::format_err!("no export {}", v0_1::INTERFACE);
+        let iface = instance
+            .get_export_index(&mut store, None, v0_1::INTERFACE)
+            .ok_or_else(missing)?;
+        let func = instance
+            .get_export_index(&mut store, Some(&iface), v0_1::CONVERT_BATCH)
+            .ok_or_else(missing)?;
+        let typed = instance.get_typed_func::<(&Batch,), (v0_1::Converted,)>(&mut store, &func)?;
+        Ok(*typed.func())
+    }
+}
 
 /// One live converter instance: a store with its memory and the configured converter.
 pub struct ConverterInstance {
     pub(super) store: Store<SandboxState>,
-    pub(super) bindings: ConverterWorld,
+    pub(super) bindings: Bindings,
     pub(super) info: ConverterInfo,
-    pub(super) columns: usize,
+    pub(super) tables: Vec<Table>,
     /// The epoch deadline set before each call; `None`: the engine has no epochs.
     pub(super) deadline_ticks: Option<u64>,
     /// `plugin.timeout.ms`, when the engine can enforce it.
@@ -27,9 +54,9 @@ impl ConverterInstance {
         &self.info
     }
 
-    /// The number of fields every row must have.
-    pub fn columns(&self) -> usize {
-        self.columns
+    /// The tables it writes, as its `configure` was told.
+    pub fn tables(&self) -> &[Table] {
+        &self.tables
     }
 
     /// Converts one batch with one component call. A trap leaves this
@@ -39,10 +66,15 @@ impl ConverterInstance {
             self.store.set_epoch_deadline(ticks);
         }
         self.store.data_mut().start_call(self.timeout);
-        let converted = self
-            .bindings
-            .pgsink_converter_convert()
-            .call_convert_batch(&mut self.store, batch);
+        let converted = match &self.bindings {
+            Bindings::V0_2(world) => world
+                .pgsink_converter_convert()
+                .call_convert_batch(&mut self.store, batch),
+            Bindings::V0_1(convert_batch) => convert_batch
+                .typed::<(&Batch,), (v0_1::Converted,)>(&self.store)
+                .and_then(|typed| typed.call(&mut self.store, (batch,)))
+                .map(|(converted,)| Converted::from(converted)),
+        };
         call_outcome(
             converted,
             || format!("{} {}", self.info.name, self.info.version),

@@ -81,6 +81,11 @@ pub fn check_rows(text: &[u8], columns: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether field `index` of `row` (one checked row, without its newline) is NULL.
+pub fn null_field(row: &[u8], index: usize) -> bool {
+    row.split(|&b| b == b'\t').nth(index) == Some(b"\\N")
+}
+
 /// The reference COPY-text decoder the repository's tests share.
 #[cfg(test)]
 #[path = "../../../tests/corpus/copy_text.rs"]
@@ -104,6 +109,16 @@ mod tests {
             Ok(()),
             "escaped backslash then N"
         );
+    }
+
+    #[test]
+    fn null_fields_are_found_by_position() {
+        let row = b"1\t\\N\t\\\\N\tx";
+        assert!(!null_field(row, 0));
+        assert!(null_field(row, 1));
+        assert!(!null_field(row, 2), "an escaped backslash then N is text");
+        assert!(!null_field(row, 3));
+        assert!(!null_field(row, 4), "no such field");
     }
 
     #[test]

@@ -9,10 +9,10 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 
-use super::bindings::{Column, ConverterPre};
+use super::bindings::{v0_1, ConverterPre, Table};
 use super::cache::ComponentCache;
 use super::error::ConverterError;
-use super::instance::{call_outcome, ConverterInstance};
+use super::instance::{call_outcome, Bindings, ConverterInstance};
 use super::sandbox::{bounded_sleeps, ConverterLimits, SandboxState};
 
 /// The bundled parse-path converter, built from `plugins/path-parser`.
@@ -115,14 +115,19 @@ impl Runtime {
                 component
             }
         };
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .and_then(ConverterPre::new)
-            .map_err(|error| ConverterError::World {
-                source_name: source_name.to_string(),
-                error,
-            })?;
+        let pre = self.linker.instantiate_pre(&component).and_then(|pre| {
+            // The newest world first; a component built for 0.1.0 exports only that.
+            match ConverterPre::new(pre.clone()) {
+                Ok(pre) => Ok(World::V0_2(pre)),
+                Err(newest) => v0_1::ConverterPre::new(pre).map(World::V0_1).map_err(|_| {
+                    newest.context("it implements neither pgsink:converter@0.2.0 nor @0.1.0")
+                }),
+            }
+        });
+        let pre = pre.map_err(|error| ConverterError::World {
+            source_name: source_name.to_string(),
+            error,
+        })?;
         Ok(ConverterComponent {
             pre,
             runtime: self.clone(),
@@ -137,10 +142,17 @@ impl Runtime {
     }
 }
 
+/// The WIT world a component implements, checked once, ready to instantiate.
+#[derive(Clone)]
+enum World {
+    V0_2(ConverterPre<SandboxState>),
+    V0_1(v0_1::ConverterPre<SandboxState>),
+}
+
 /// A compiled converter component, ready to instantiate.
 #[derive(Clone)]
 pub struct ConverterComponent {
-    pre: ConverterPre<SandboxState>,
+    pre: World,
     runtime: Runtime,
     hash: String,
     source_name: String,
@@ -157,11 +169,19 @@ impl ConverterComponent {
         &self.runtime
     }
 
-    /// A new instance within `limits`, configured with `settings` for `columns`.
+    /// The version of the WIT package the component implements, e.g. `0.2.0`.
+    pub fn wit_version(&self) -> &'static str {
+        match self.pre {
+            World::V0_2(_) => "0.2.0",
+            World::V0_1(_) => "0.1.0",
+        }
+    }
+
+    /// A new instance within `limits`, configured with `settings` for `tables`.
     pub fn instantiate(
         &self,
         settings: &[(String, String)],
-        columns: &[Column],
+        tables: &[Table],
         limits: ConverterLimits,
     ) -> Result<ConverterInstance, ConverterError> {
         let mut store = Store::new(&self.runtime.engine, SandboxState::new(&limits));
@@ -183,11 +203,50 @@ impl ConverterComponent {
             source_name: self.source_name.clone(),
             error,
         };
-        let bindings = self.pre.instantiate(&mut store).map_err(world_error)?;
-        let iface = bindings.pgsink_converter_convert();
-        let info = iface.call_info(&mut store).map_err(world_error)?;
+        let (bindings, info, configured) = match &self.pre {
+            World::V0_2(pre) => {
+                let world = pre.instantiate(&mut store).map_err(world_error)?;
+                let iface = world.pgsink_converter_convert();
+                let info = iface.call_info(&mut store).map_err(world_error)?;
+                let configured = iface.call_configure(&mut store, settings, tables);
+                (Bindings::V0_2(world), info, configured)
+            }
+            World::V0_1(pre) => {
+                let instance = pre
+                    .instance_pre()
+                    .instantiate(&mut store)
+                    .map_err(world_error)?;
+                let world =
+                    v0_1::ConverterWorld::new(&mut store, &instance).map_err(world_error)?;
+                let convert_batch =
+                    Bindings::v0_1_convert_batch(&mut store, &instance).map_err(world_error)?;
+                let iface = world.pgsink_converter_convert();
+                let info = iface.call_info(&mut store).map_err(world_error)?;
+                let info = super::bindings::ConverterInfo {
+                    name: info.name,
+                    version: info.version,
+                };
+                let configured = match tables {
+                    [table] => {
+                        let columns: Vec<v0_1::Column> = table
+                            .columns
+                            .iter()
+                            .map(|c| v0_1::Column {
+                                name: c.name.clone(),
+                                type_name: c.type_name.clone(),
+                            })
+                            .collect();
+                        iface.call_configure(&mut store, settings, &columns)
+                    }
+                    _ => Ok(Err(format!(
+                        "it implements pgsink:converter@0.1.0, which writes one table, and the sink declares {}",
+                        tables.len()
+                    ))),
+                };
+                (Bindings::V0_1(convert_batch), info, configured)
+            }
+        };
         let label = format!("{} {}", info.name, info.version);
-        let configured = iface.call_configure(&mut store, settings, columns);
         let configured = call_outcome(
             configured,
             || label.clone(),
@@ -203,7 +262,7 @@ impl ConverterComponent {
             store,
             bindings,
             info,
-            columns: columns.len(),
+            tables: tables.to_vec(),
             deadline_ticks,
             timeout,
         })

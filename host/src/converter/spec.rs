@@ -3,7 +3,7 @@
 //! reloader all go through [`ConverterSpec::load`], so they cannot disagree on what the
 //! configuration means.
 
-use super::bindings::Column;
+use super::bindings::Table;
 use super::conversion::Converter;
 use super::error::ConverterError;
 use super::runtime::{ConverterComponent, Runtime};
@@ -55,12 +55,12 @@ impl ConverterSpec {
         })
     }
 
-    /// A configured instance of this converter for `columns`.
-    pub fn instantiate(&self, columns: &[Column]) -> Result<Converter, ConverterError> {
+    /// A configured instance of this converter for `tables`.
+    pub fn instantiate(&self, tables: &[Table]) -> Result<Converter, ConverterError> {
         Converter::new(
             self.component.clone(),
             self.settings.clone(),
-            columns.to_vec(),
+            tables.to_vec(),
             self.limits,
         )
     }

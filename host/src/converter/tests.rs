@@ -38,15 +38,10 @@ pub(crate) fn runtime() -> Runtime {
     Runtime::build(true).expect("engine")
 }
 
-/// The hostile converter's columns: offset, command, result.
-pub(crate) fn hostile_columns() -> Vec<Column> {
-    ["kafka_offset", "command", "result"]
-        .iter()
-        .map(|name| Column {
-            name: name.to_string(),
-            type_name: None,
-        })
-        .collect()
+/// The hostile converter's table: offset, command, result.
+pub(crate) fn hostile_tables() -> Vec<Table> {
+    let columns = ["kafka_offset", "command", "result"].map(String::from);
+    vec![Table::untyped("public", "hostile", &columns)]
 }
 
 /// The hostile converter, compiled.
@@ -81,7 +76,7 @@ fn instance(settings: &[(&str, &str)]) -> ConverterInstance {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     hostile()
-        .instantiate(&settings, &hostile_columns(), LIMITS)
+        .instantiate(&settings, &hostile_tables(), LIMITS)
         .expect("instantiate the hostile converter")
 }
 
@@ -206,7 +201,7 @@ fn sandbox_grants_no_files_environment_or_network() {
 /// The clock probe's wall-clock reading, in seconds since the epoch, under `limits`.
 fn wall_clock_seconds(limits: ConverterLimits) -> (u64, String) {
     let converted = hostile()
-        .instantiate(&[], &hostile_columns(), limits)
+        .instantiate(&[], &hostile_tables(), limits)
         .expect("instantiate the hostile converter")
         .convert(batch(&["clock"]).batch())
         .expect("the clock probe converts");
@@ -254,7 +249,7 @@ fn sandbox_misbehaving_configure_fails_the_instantiation() {
     let try_configure = |how: &str| {
         let settings = vec![("configure".to_string(), how.to_string())];
         let t0 = Instant::now();
-        let result = component.instantiate(&settings, &hostile_columns(), LIMITS);
+        let result = component.instantiate(&settings, &hostile_tables(), LIMITS);
         assert!(t0.elapsed() < TIMEOUT + Duration::from_secs(10));
         result
             .err()
@@ -296,12 +291,69 @@ fn sandbox_misbehaving_configure_fails_the_instantiation() {
 fn sandbox_a_fresh_instance_works_after_a_trap() {
     let component = hostile();
     let mut first = component
-        .instantiate(&[], &hostile_columns(), LIMITS)
+        .instantiate(&[], &hostile_tables(), LIMITS)
         .unwrap();
     assert!(first.convert(batch(&["loop"]).batch()).is_err());
     let mut second = component
-        .instantiate(&[], &hostile_columns(), LIMITS)
+        .instantiate(&[], &hostile_tables(), LIMITS)
         .unwrap();
     let converted = second.convert(batch(&["a", "b"]).batch()).unwrap();
     assert_eq!(converted.copy_text, b"0\ta\tok\n1\tb\tok\n");
+}
+
+/// The versioned test converter as built for WIT 0.1.0 by the SDK of that time
+/// (`tests/fixtures/wit-0.1/README.md`).
+const WIT_0_1_COMPONENT: &[u8] =
+    include_bytes!("../../../tests/fixtures/wit-0.1/versioned_plugin.wasm");
+
+/// A component built for `pgsink:converter@0.1.0` runs unchanged: it is recognised by its
+/// exports, configured with the one table's columns, and handed the batch as it is; its rows
+/// come back as inserts into that table.
+#[test]
+fn a_wit_0_1_component_runs_unchanged() {
+    let component = runtime()
+        .load(WIT_0_1_COMPONENT, "versioned_plugin.wasm (0.1)")
+        .expect("load");
+    assert_eq!(component.wit_version(), "0.1.0");
+    assert_eq!(hostile().wit_version(), "0.2.0");
+    let columns = ["id", "version", "kafka_partition", "kafka_offset"].map(String::from);
+    let tables = vec![Table::untyped("public", "t", &columns)];
+    let settings = vec![("version".to_string(), "old".to_string())];
+    let mut converter = Converter::new(component.clone(), settings.clone(), tables.clone(), LIMITS)
+        .expect("configure");
+    let converted = converter
+        .convert(&batch(&[r#"{"id":7}"#, "not json", r#"{"id":9}"#]))
+        .expect("convert");
+    assert_eq!(
+        String::from_utf8(converted.copy_text).unwrap(),
+        "7\told\t0\t0\n9\told\t0\t2\n"
+    );
+    assert_eq!(converted.row_messages, [0, 2]);
+    assert!(converted.runs.is_empty(), "all inserts into the one table");
+    assert_eq!(converted.failed.len(), 1);
+    assert_eq!(converted.failed[0].0, 1);
+
+    let two = vec![tables[0].clone(), Table::untyped("public", "u", &columns)];
+    let error = Converter::new(component, settings, two, LIMITS)
+        .err()
+        .expect("a 0.1 converter writes one table");
+    assert!(
+        error
+            .to_string()
+            .contains("pgsink:converter@0.1.0, which writes one table, and the sink declares 2"),
+        "{error}"
+    );
+}
+
+/// A component that implements neither world is refused when it is loaded, with both
+/// versions named.
+#[test]
+fn a_component_of_another_world_is_refused() {
+    // The binary of `(component)`: the magic number, then component-model version 0x0d, layer 1.
+    let empty = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+    let error = runtime().load(&empty, "empty.wasm").err().expect("refused");
+    assert!(
+        format!("{error:#}").contains("neither pgsink:converter@0.2.0 nor @0.1.0"),
+        "{error:#}"
+    );
 }

@@ -5,7 +5,7 @@
 # jco and componentize-js, pinned in package.json and package-lock.json, are installed with
 # `npm ci` into ${PGSINK_CACHE:-$HOME/.cache/pgsink}/tools/js-keyed-<lock hash>, and reused
 # afterwards. Then:
-#   1. generates the TypeScript declarations of the WIT world (../../../wit) into
+#   1. generates the TypeScript declarations of the WIT world (../../../wit/v0.2) into
 #      target/types (for editors; jsconfig.json points at them),
 #   2. runs the native unit tests (test_keyed.js),
 #   3. builds the component with `jco componentize` (StarlingMonkey engine; the wasi:http
@@ -15,7 +15,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-wit="$(cd "$here/../../../wit" && pwd)"
+wit="$(cd "$here/../../../wit/v0.2" && pwd)"
 out="$here/target/js-keyed.wasm"
 cache="${PGSINK_CACHE:-$HOME/.cache/pgsink}"
 say() { printf 'js-keyed: %s\n' "$*" >&2; }

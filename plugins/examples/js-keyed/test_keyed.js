@@ -56,6 +56,7 @@ const COLUMNS = [
   { name: 'source_header', typeName: undefined },
   { name: 'amount_cents', typeName: undefined },
 ];
+const TABLES = [{ schema: 'public', name: 't', columns: COLUMNS, key: [] }];
 
 test('copy text escaping', () => {
   assert.equal(copyField('a\\b\tc\nd\re'), 'a\\\\b\\tc\\nd\\re');
@@ -87,7 +88,7 @@ test('cents are exact', () => {
 });
 
 test('key, header and amount become one row', () => {
-  convert.configure([], COLUMNS);
+  convert.configure([], TABLES);
   const { text, outcomes } = run([
     { key: 'order-1', value: '{"amount":"12.34"}', headers: [['trace', 'x'], ['source', 'web']] },
     { key: null, value: '{"amount":7}', headers: [] },
@@ -113,9 +114,9 @@ test('key, header and amount become one row', () => {
 });
 
 test('settings', () => {
-  convert.configure([['header', 'origin'], ['amount.field', 'total']], COLUMNS);
+  convert.configure([['header', 'origin'], ['amount.field', 'total']], TABLES);
   assert.equal(run([{ key: 'k', value: '{"total":"1.20"}', headers: [['origin', 'pos']] }]).text, 'k\tpos\t120\n');
-  assert.throws(() => convert.configure([], COLUMNS.slice(1)), (e) => e.includes('writes 3 columns'));
-  assert.throws(() => convert.configure([['headr', 'x']], COLUMNS), (e) => e.includes('unknown setting(s) headr'));
+  assert.throws(() => convert.configure([], [{ ...TABLES[0], columns: COLUMNS.slice(1) }]), (e) => e.includes('writes 3 columns'));
+  assert.throws(() => convert.configure([['headr', 'x']], TABLES), (e) => e.includes('unknown setting(s) headr'));
   assert.deepEqual(convert.info(), { name: 'js-keyed', version: '0.1.0' });
 });

@@ -4,7 +4,7 @@
 # Needs python3 (3.10 or later) with venv and network access to PyPI the first time only:
 # componentize-py (pinned below) is installed into its own virtualenv under
 # ${PGSINK_CACHE:-$HOME/.cache/pgsink}/tools, and reused afterwards. Then:
-#   1. generates the Python bindings of the WIT world (../../../wit) into target/bindings,
+#   1. generates the Python bindings of the WIT world (../../../wit/v0.2) into target/bindings,
 #   2. runs the native unit tests (test_explode.py),
 #   3. builds the component with componentize-py.
 # Does nothing when target/python-explode.wasm is newer than every input. Options:
@@ -14,7 +14,7 @@ set -euo pipefail
 COMPONENTIZE_PY_VERSION=0.25.1
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-wit="$(cd "$here/../../../wit" && pwd)"
+wit="$(cd "$here/../../../wit/v0.2" && pwd)"
 out="$here/target/python-explode.wasm"
 cache="${PGSINK_CACHE:-$HOME/.cache/pgsink}"
 venv="$cache/tools/componentize-py-$COMPONENTIZE_PY_VERSION"

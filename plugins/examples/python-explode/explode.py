@@ -196,22 +196,23 @@ def convert_batch(explode, batch):
             continue
         chunks.append(text)
         outcomes.append(types.Outcome_Rows(rows))
-    return types.Converted(copy_text=b"".join(chunks), outcomes=outcomes)
+    # No runs: every row is an insert into the sink's (first) table.
+    return types.Converted(copy_text=b"".join(chunks), runs=[], outcomes=outcomes)
 
 
 class Convert(exports.Convert):
     def info(self):
-        return types.PluginInfo(name=NAME, version=VERSION)
+        return types.ConverterInfo(name=NAME, version=VERSION)
 
-    def configure(self, settings, columns):
+    def configure(self, settings, tables):
         global _configured
         try:
-            _configured = Explode(dict(settings), [c.name for c in columns])
+            _configured = Explode(dict(settings), [c.name for c in tables[0].columns])
         except ValueError as e:
             raise Err(str(e))
 
     def convert_batch(self, input):
         if _configured is None:
             failed = types.Outcome_Failed("the converter was not configured")
-            return types.Converted(copy_text=b"", outcomes=[failed for _ in input.messages])
+            return types.Converted(copy_text=b"", runs=[], outcomes=[failed for _ in input.messages])
         return convert_batch(_configured, input)

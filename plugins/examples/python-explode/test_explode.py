@@ -26,7 +26,9 @@ def make_batch(values):
 
 
 def configure(settings=(), columns=("order", "sku", "qty")):
-    explode.Convert().configure(list(settings), [types.Column(name=c, type_name=None) for c in columns])
+    table = types.Table(schema="public", name="t", key=[],
+                        columns=[types.Column(name=c, type_name=None) for c in columns])
+    explode.Convert().configure(list(settings), [table])
 
 
 class CopyText(unittest.TestCase):

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use path_parser::PathParser;
 use pgsink_guest::testing::convert_messages;
-use pgsink_guest::{Column, Converter, Message, Outcome, Settings};
+use pgsink_guest::{Converter, Message, Outcome, Settings, Table};
 
 const MESSAGE: &[u8] = br#"{"identity":71293145,"location":{"latitude":51.5009449,"longitude":-2.4773414},"acceleration":[0.01,0.0,0.0]}"#;
 const PATHS: &str = "/@identity,/@location/@latitude,/@location/@longitude,/@acceleration";
@@ -24,11 +24,12 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
     let settings = Settings::from_iter([("db.json.parse", PATHS)]);
-    let columns = Column::names(&["id", "lat", "lon", "acc"]);
-    let mut parser = PathParser::configure(&settings, &columns).expect("valid settings");
+    let table = Table::named(&["id", "lat", "lon", "acc"]);
+    let mut parser =
+        PathParser::configure(&settings, std::slice::from_ref(&table)).expect("valid settings");
     let messages = vec![Message::from_value(MESSAGE); BATCH];
 
-    let check = convert_messages(&mut parser, columns.len(), &messages[..1]);
+    let check = convert_messages(&mut parser, table.columns.len(), &messages[..1]);
     assert_eq!(check.outcomes, [Outcome::Rows(1)]);
     print!("row: {}", String::from_utf8_lossy(&check.copy_text));
 
@@ -36,7 +37,7 @@ fn main() {
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     while Instant::now() < deadline || rates.len() < 5 {
         let start = Instant::now();
-        let out = convert_messages(&mut parser, columns.len(), &messages);
+        let out = convert_messages(&mut parser, table.columns.len(), &messages);
         let elapsed = start.elapsed();
         assert_eq!(out.outcomes.len(), BATCH);
         std::hint::black_box(out);

@@ -9,7 +9,10 @@
 //!
 //! | setting         | meaning |
 //! |-----------------|---------|
-//! | `db.json.parse` | Required. Comma-separated parse paths, one per target column, in column order. |
+//! | `db.json.parse` | Required. Comma-separated parse paths, one per target column, in column order; an entry starting with `#` takes the key or Kafka metadata instead ([`columns`]). |
+//! | `db.json.cast` | `column:cast` pairs: `epoch-s`/`-ms`/`-us`/`-ns` → `timestamptz`, `array` → a PostgreSQL array literal, `base64` → `bytea`, `numeric` ([`casts`]). |
+//! | `db.json.envelope` | `none` (default), `debezium` (change events: upserts of `after`, deletes by `before`), `connect` (`{schema, payload}`). |
+//! | `db.json.tombstone` | `skip`, `delete` (by the `#key` columns) or `fail`; default `skip` with `debezium`, `fail` otherwise. |
 //!
 //! The number of paths must equal the number of target columns; path 1 feeds
 //! the first column, path 2 the second, and so on. Whitespace around each
@@ -76,75 +79,326 @@
 //! whitespace around it; its top-level value may be of any type. Otherwise
 //! the message fails and goes to the dead-letter table with the reason, for
 //! example `invalid JSON at byte 17: expected ',' or '}'` (bytes count from 0).
-//! This covers: a null value (a tombstone), an empty or whitespace-only value,
+//! This covers: a null value (a tombstone, unless `db.json.tombstone` says
+//! otherwise), an empty or whitespace-only value,
 //! bytes that are not UTF-8, truncated documents, trailing data or commas,
 //! single quotes, leading zeros, `NaN`, unescaped control characters in
 //! strings, unknown escapes, lone UTF-16 surrogates, and objects and arrays
 //! nested more than 128 deep. The whole document is checked, also past the
 //! values the paths select.
 //!
+//! With only key and metadata columns and no envelope, the value is not read at all.
+//!
 //! # Differences from the JustOne connector
 //!
 //! Whitespace around each path in `db.json.parse` is trimmed; string escapes
-//! are decoded; invalid JSON fails the one message instead of the task.
+//! are decoded; invalid JSON fails the one message instead of the task. Keys,
+//! metadata, casts, envelopes and tombstone policies are pgsink's additions;
+//! none of them changes what a seed path means.
 
+pub mod casts;
+pub mod columns;
 pub mod paths;
 pub mod scanner;
 
-use pgsink_guest::{Column, Converter, Message, RowWriter, Settings};
+use pgsink_guest::{Message, Operation, Row, RowWriter, Settings, Table};
 
-use crate::paths::{parse_paths, PathTree, SETTING};
-use crate::scanner::{scan, write_compact, write_string, Selected};
+use crate::casts::{write_timestamp_millis, Cast};
+use crate::columns::{plan, ColumnPlan, Source, CAST_SETTING};
+use crate::paths::{ParsePath, PathTree, Step, SETTING};
+use crate::scanner::{scan, write_compact, write_string, Selected, SyntaxError};
 
-/// The parse-path converter: one row per message, one parse path per column.
+/// The setting that names the envelope around each value.
+pub const ENVELOPE_SETTING: &str = "db.json.envelope";
+/// The setting that says what a tombstone (a null value) does.
+pub const TOMBSTONE_SETTING: &str = "db.json.tombstone";
+
+/// The wrapping around the row in each message value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Envelope {
+    /// The value is the row's document.
+    None,
+    /// A Debezium change event: `op` says what happened, `after` (or `before` for a delete)
+    /// is the row; optionally inside Kafka Connect's `{schema, payload}`.
+    Debezium,
+    /// Kafka Connect's JSON with schemas: `{schema, payload}`, the row in `payload`.
+    Connect,
+}
+
+/// What a tombstone (a message with a null value) does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tombstone {
+    /// Nothing: the message is consumed and makes no row.
+    Skip,
+    /// A delete row keyed by the `#key` columns (the other columns NULL).
+    Delete,
+    /// The message fails and goes to the dead-letter table.
+    Fail,
+}
+
+/// Where a column's value is found while a message is converted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Slot {
+    /// The n-th value path.
+    Value(usize),
+    /// The n-th key path.
+    Key(usize),
+    /// The n-th envelope path.
+    Envelope(usize),
+    Topic,
+    Partition,
+    Offset,
+    Timestamp,
+    Header(String),
+}
+
+/// Paths compiled over one document and what they selected in the last one scanned.
+#[derive(Debug, Clone)]
+struct Scan {
+    tree: PathTree,
+    selected: Vec<Selected>,
+}
+
+impl Scan {
+    fn new(paths: &[ParsePath]) -> Scan {
+        let tree = PathTree::compile(paths);
+        Scan {
+            selected: vec![Selected::Null; tree.columns],
+            tree,
+        }
+    }
+
+    fn run(&mut self, json: &[u8], scratch: &mut Vec<u8>) -> Result<(), SyntaxError> {
+        scan(json, &self.tree, &mut self.selected, scratch)
+    }
+}
+
+/// `paths`, each below the keys of `prefix`.
+fn below(prefix: &[&str], paths: &[ParsePath]) -> Vec<ParsePath> {
+    paths
+        .iter()
+        .map(|path| ParsePath {
+            steps: prefix
+                .iter()
+                .map(|key| Step::Key(key.to_string()))
+                .chain(path.steps.iter().cloned())
+                .collect(),
+        })
+        .collect()
+}
+
+fn path(keys: &[&str]) -> ParsePath {
+    below(keys, &[ParsePath { steps: Vec::new() }]).remove(0)
+}
+
+/// Where the parts of an envelope are in the value scan: its locators come first, then the
+/// value paths below each place a row image can be, then the envelope paths.
+mod layout {
+    /// Debezium: `payload.op`, `op`, `payload.after`, `after`; then the value paths below
+    /// `payload.after`, `payload.before`, `after`, `before`; then the envelope paths below
+    /// `payload` and at the top.
+    pub const DEBEZIUM_LOCATORS: usize = 4;
+    /// Kafka Connect: `payload`, then the value paths below it.
+    pub const CONNECT_LOCATORS: usize = 1;
+    /// Keys under an envelope: `schema`, `payload`, then the key paths below `payload` and at
+    /// the top.
+    pub const KEY_LOCATORS: usize = 2;
+}
+
+/// The parse-path converter: one row per message (none for a skipped tombstone), one source
+/// per column.
 #[derive(Debug, Clone)]
 pub struct PathParser {
-    /// The compiled paths of all columns.
-    tree: PathTree,
-    /// What each column's path selected in the current message (reused).
-    selected: Vec<Selected>,
+    slots: Vec<Slot>,
+    casts: Vec<Option<Cast>>,
+    envelope: Envelope,
+    tombstone: Tombstone,
+    values: usize,
+    keys: usize,
+    envelopes: usize,
+    /// Whether every key path selects the whole key (then a key that is not JSON is text).
+    whole_keys_only: bool,
+    /// Only value paths, no casts, no envelope: the seed connector's case, on its own short
+    /// path (it is what most sinks run, and the bench holds it to its speed before keys,
+    /// metadata and envelopes existed).
+    plain: bool,
+    value: Scan,
+    key: Scan,
     /// Buffer for decoding escaped keys (reused).
     scratch: Vec<u8>,
 }
 
 impl PathParser {
     /// A converter for these parse paths (the `db.json.parse` syntax) and
-    /// this many target columns.
+    /// this many target columns, without envelope or casts.
     pub fn new(parse: &str, columns: usize) -> Result<Self, String> {
-        let paths = parse_paths(parse)?;
-        if paths.len() != columns {
+        let names: Vec<String> = (0..columns).map(|c| format!("column {}", c + 1)).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let table = Table::named(&names);
+        let settings = Settings::from_iter([(SETTING, parse)]);
+        Self::with_settings(&settings, &table)
+    }
+
+    /// A converter for `table` configured by `settings`.
+    pub fn with_settings(settings: &Settings, table: &Table) -> Result<Self, String> {
+        let envelope = match settings.get(ENVELOPE_SETTING).map(str::trim) {
+            None | Some("none") => Envelope::None,
+            Some("debezium") => Envelope::Debezium,
+            Some("connect") => Envelope::Connect,
+            Some(other) => {
+                return Err(format!(
+                    "{ENVELOPE_SETTING} must be none, debezium or connect, not {other:?}"
+                ))
+            }
+        };
+        let tombstone = match settings.get(TOMBSTONE_SETTING).map(str::trim) {
+            None if envelope == Envelope::Debezium => Tombstone::Skip,
+            None => Tombstone::Fail,
+            Some("skip") => Tombstone::Skip,
+            Some("delete") => Tombstone::Delete,
+            Some("fail") => Tombstone::Fail,
+            Some(other) => {
+                return Err(format!(
+                    "{TOMBSTONE_SETTING} must be skip, delete or fail, not {other:?}"
+                ))
+            }
+        };
+        let plan = plan(
+            settings.require(SETTING)?,
+            settings.get(CAST_SETTING),
+            &table.columns,
+        )?;
+        let mut groups: [Vec<ParsePath>; 3] = Default::default();
+        let mut slots = Vec::with_capacity(plan.len());
+        for ColumnPlan { source, .. } in &plan {
+            let mut grouped = |group: usize, path: &ParsePath, slot: fn(usize) -> Slot| {
+                groups[group].push(path.clone());
+                slot(groups[group].len() - 1)
+            };
+            slots.push(match source {
+                Source::Value(p) => grouped(0, p, Slot::Value),
+                Source::Key(p) => grouped(1, p, Slot::Key),
+                Source::Envelope(p) => grouped(2, p, Slot::Envelope),
+                Source::Topic => Slot::Topic,
+                Source::Partition => Slot::Partition,
+                Source::Offset => Slot::Offset,
+                Source::Timestamp => Slot::Timestamp,
+                Source::Header(name) => Slot::Header(name.clone()),
+            });
+        }
+        let [values, keys, envelopes] = groups;
+        if !envelopes.is_empty() && envelope != Envelope::Debezium {
             return Err(format!(
-                "{SETTING} has {} but db.columns lists {}",
-                plural(paths.len(), "parse path"),
-                plural(columns, "column"),
+                "{SETTING}: #envelope paths read a Debezium change event: set {ENVELOPE_SETTING} = \"debezium\""
             ));
         }
-        let tree = PathTree::compile(&paths);
+        if tombstone == Tombstone::Delete && keys.is_empty() {
+            return Err(format!(
+                "{TOMBSTONE_SETTING} = \"delete\" deletes by the key: give the key columns #key paths in {SETTING}"
+            ));
+        }
+        let value_paths = match envelope {
+            Envelope::None => values.clone(),
+            Envelope::Connect => [vec![path(&["payload"])], below(&["payload"], &values)].concat(),
+            Envelope::Debezium => [
+                vec![
+                    path(&["payload", "op"]),
+                    path(&["op"]),
+                    path(&["payload", "after"]),
+                    path(&["after"]),
+                ],
+                below(&["payload", "after"], &values),
+                below(&["payload", "before"], &values),
+                below(&["after"], &values),
+                below(&["before"], &values),
+                below(&["payload"], &envelopes),
+                envelopes.clone(),
+            ]
+            .concat(),
+        };
+        let key_paths = match envelope {
+            Envelope::None => keys.clone(),
+            _ => [
+                vec![path(&["schema"]), path(&["payload"])],
+                below(&["payload"], &keys),
+                keys.clone(),
+            ]
+            .concat(),
+        };
         Ok(PathParser {
-            selected: vec![Selected::Null; tree.columns],
-            tree,
+            slots,
+            casts: plan.iter().map(|c| c.cast).collect(),
+            envelope,
+            tombstone,
+            values: values.len(),
+            keys: keys.len(),
+            envelopes: envelopes.len(),
+            whole_keys_only: keys.iter().all(|k| k.steps.is_empty()),
+            plain: envelope == Envelope::None
+                && plan
+                    .iter()
+                    .all(|c| c.cast.is_none() && matches!(c.source, Source::Value(_))),
+            value: Scan::new(&value_paths),
+            key: Scan::new(&key_paths),
             scratch: Vec::new(),
         })
     }
 }
 
-fn plural(n: usize, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
+/// Where the value columns and the envelope columns of this message are in the value scan.
+#[derive(Debug, Clone, Copy)]
+struct Image {
+    /// Index of the first value path's selection; `None`: the value columns are NULL.
+    values: Option<usize>,
+    /// Index of the first envelope path's selection.
+    envelope: Option<usize>,
 }
 
-impl Converter for PathParser {
-    fn configure(settings: &Settings, columns: &[Column]) -> Result<Self, String> {
-        PathParser::new(settings.require(SETTING)?, columns.len())
+impl pgsink_guest::Converter for PathParser {
+    fn configure(settings: &Settings, tables: &[Table]) -> Result<Self, String> {
+        match tables {
+            [table] => PathParser::with_settings(settings, table),
+            _ => Err(format!(
+                "path-parser fills one table, and the sink declares {}",
+                tables.len()
+            )),
+        }
     }
 
     fn convert(&mut self, message: &Message<'_>, rows: &mut RowWriter<'_>) -> Result<(), String> {
-        let value = message.value.ok_or(
-            "the message has no value (a tombstone), so there is no JSON document to parse",
-        )?;
+        let Some(value) = message.value else {
+            return match self.tombstone {
+                Tombstone::Skip => Ok(()),
+                Tombstone::Fail => Err(
+                    "the message has no value (a tombstone), so there is no JSON document to parse"
+                        .into(),
+                ),
+                Tombstone::Delete => {
+                    let absent = Image {
+                        values: None,
+                        envelope: None,
+                    };
+                    self.write_row(message, "", absent, Operation::Delete, rows)
+                }
+            };
+        };
+        if self.plain {
+            return self.convert_plain(value, rows);
+        }
+        let needs_value = self.values > 0 || self.envelope != Envelope::None;
+        let json = if needs_value {
+            self.scan_value(value)?
+        } else {
+            ""
+        };
+        let (image, operation) = self.locate(json)?;
+        self.write_row(message, json, image, operation, rows)
+    }
+}
+
+impl PathParser {
+    /// Scans the message value with the value paths; the value as text.
+    fn scan_value<'v>(&mut self, value: &'v [u8]) -> Result<&'v str, String> {
         if value.is_empty() {
             return Err("the message value is empty, so there is no JSON document to parse".into());
         }
@@ -154,34 +408,242 @@ impl Converter for PathParser {
                 e.valid_up_to()
             )
         })?;
-        scan(value, &self.tree, &mut self.selected, &mut self.scratch)
+        self.value
+            .run(value, &mut self.scratch)
             .map_err(|e| e.to_string())?;
+        Ok(json)
+    }
 
+    /// One row of the value paths over `value`, in column order.
+    fn convert_plain(&mut self, value: &[u8], rows: &mut RowWriter<'_>) -> Result<(), String> {
+        let json = self.scan_value(value)?;
         let mut row = rows.row();
-        for selected in &self.selected {
-            match *selected {
-                Selected::Null => {
-                    row.push_null();
-                }
-                Selected::Scalar { start, end } => {
-                    row.push_str(&json[start..end]);
-                }
-                Selected::String {
-                    start,
-                    end,
-                    escaped,
-                } => {
-                    let mut field = row.field();
-                    write_string(&json[start..end], escaped, |piece| field.push_str(piece));
-                }
-                Selected::Composite { start, end } => {
-                    let mut field = row.field();
-                    write_compact(&json[start..end], |piece| field.push_str(piece));
-                }
-            }
+        for selected in &self.value.selected {
+            write_selected(&mut row, json, *selected, None)?;
         }
         Ok(())
     }
+
+    /// Where this message's row is in the value scan, and what it asks of the table.
+    fn locate(&self, json: &str) -> Result<(Image, Operation), String> {
+        let selected = &self.value.selected;
+        let values = self.values;
+        // A sink that deletes by key on tombstones mirrors the topic by key: the other
+        // messages are the rows as they should be.
+        let plain_op = match self.tombstone {
+            Tombstone::Delete => Operation::Upsert,
+            _ => Operation::Insert,
+        };
+        match self.envelope {
+            Envelope::None => Ok((
+                Image {
+                    values: Some(0),
+                    envelope: None,
+                },
+                plain_op,
+            )),
+            Envelope::Connect => match selected[0] {
+                Selected::Null => Err("the value is not a Kafka Connect {\"schema\", \"payload\"} envelope: it has no payload (is db.json.envelope right?)".into()),
+                _ => Ok((
+                    Image {
+                        values: Some(layout::CONNECT_LOCATORS),
+                        envelope: None,
+                    },
+                    plain_op,
+                )),
+            },
+            Envelope::Debezium => {
+                let wrapped = matches!(selected[0], Selected::String { .. });
+                let base = layout::DEBEZIUM_LOCATORS + if wrapped { 0 } else { 2 * values };
+                let envelope = Some(
+                    layout::DEBEZIUM_LOCATORS + 4 * values + if wrapped { 0 } else { self.envelopes },
+                );
+                let mut op = String::new();
+                match selected[usize::from(!wrapped)] {
+                    Selected::String { start, end, escaped } => {
+                        write_string(&json[start..end], escaped, |piece| op.push_str(piece))
+                    }
+                    _ => return Err("the value is not a Debezium change event: it has no op (is db.json.envelope right?)".into()),
+                };
+                let after = selected[2 + usize::from(!wrapped)];
+                let letter = match op.as_bytes() {
+                    [letter] => *letter,
+                    _ => 0,
+                };
+                Ok(match letter {
+                    b'c' | b'r' | b'u' => {
+                        let object = matches!(after, Selected::Composite { start, .. } if json.as_bytes()[start] == b'{');
+                        if !object {
+                            return Err("the Debezium change event has no after image (its op says the row exists)".into());
+                        }
+                        (Image { values: Some(base), envelope }, Operation::Upsert)
+                    }
+                    b'd' => (Image { values: Some(base + values), envelope }, Operation::Delete),
+                    b't' => return Err("the Debezium event is a truncate (op t): pgsink does not truncate tables".into()),
+                    b'm' => return Err("the Debezium event is a logical decoding message (op m): it holds no row".into()),
+                    _ => return Err("the value is not a Debezium change event: its op is not one of c, r, u, d".into()),
+                })
+            }
+        }
+    }
+
+    /// Writes the row of `message`: value columns from `json` at `image`, key columns from
+    /// the key, metadata from the message.
+    fn write_row(
+        &mut self,
+        message: &Message<'_>,
+        json: &str,
+        image: Image,
+        operation: Operation,
+        rows: &mut RowWriter<'_>,
+    ) -> Result<(), String> {
+        let key = self.scan_key(message.key)?;
+        let mut row = rows.row_for(0, operation);
+        for (slot, cast) in self.slots.iter().zip(&self.casts) {
+            let (doc, selected) = match *slot {
+                Slot::Value(i) => match image.values {
+                    Some(base) => (json, self.value.selected[base + i]),
+                    None => (json, Selected::Null),
+                },
+                Slot::Envelope(i) => match image.envelope {
+                    Some(base) => (json, self.value.selected[base + i]),
+                    None => (json, Selected::Null),
+                },
+                Slot::Key(i) => match key {
+                    KeyDoc::Absent => ("", Selected::Null),
+                    KeyDoc::Json { text, base } => (text, self.key.selected[base + i]),
+                    // A key that is not JSON is read as a string would be: a cast reads it too.
+                    KeyDoc::Text(text) => (
+                        text,
+                        Selected::String {
+                            start: 0,
+                            end: text.len(),
+                            escaped: false,
+                        },
+                    ),
+                },
+                Slot::Topic => {
+                    row.push_str(message.topic);
+                    continue;
+                }
+                Slot::Partition => {
+                    row.push_display(message.partition);
+                    continue;
+                }
+                Slot::Offset => {
+                    row.push_display(message.offset);
+                    continue;
+                }
+                Slot::Timestamp => {
+                    match message.timestamp {
+                        Some(millis) => {
+                            let mut field = row.field();
+                            write_timestamp_millis(millis, &mut |piece| field.push_str(piece));
+                        }
+                        None => {
+                            row.push_null();
+                        }
+                    }
+                    continue;
+                }
+                Slot::Header(ref name) => {
+                    let text = match message.header(name).flatten() {
+                        Some(bytes) => Some(std::str::from_utf8(bytes).map_err(|e| {
+                            format!(
+                                "the header {name:?} is not valid UTF-8 at byte {}",
+                                e.valid_up_to()
+                            )
+                        })?),
+                        None => None,
+                    };
+                    row.push_opt(text);
+                    continue;
+                }
+            };
+            write_selected(&mut row, doc, selected, *cast)?;
+        }
+        Ok(())
+    }
+
+    /// Scans the message key, when key columns need it.
+    fn scan_key<'k>(&mut self, key: Option<&'k [u8]>) -> Result<KeyDoc<'k>, String> {
+        let Some(key) = key.filter(|_| self.keys > 0) else {
+            return Ok(KeyDoc::Absent);
+        };
+        let text = std::str::from_utf8(key).map_err(|e| {
+            format!(
+                "the message key is not valid UTF-8 at byte {}",
+                e.valid_up_to()
+            )
+        })?;
+        match self.key.run(key, &mut self.scratch) {
+            Ok(()) => {}
+            Err(_) if self.whole_keys_only => return Ok(KeyDoc::Text(text)),
+            Err(error) => {
+                return Err(format!(
+                    "the message key is not JSON ({error}), so #key paths cannot select in it"
+                ))
+            }
+        }
+        let base = match self.envelope {
+            Envelope::None => 0,
+            _ => {
+                let selected = &self.key.selected;
+                let wrapped = matches!(selected[0], Selected::Composite { .. })
+                    && selected[1] != Selected::Null;
+                layout::KEY_LOCATORS + if wrapped { 0 } else { self.keys }
+            }
+        };
+        Ok(KeyDoc::Json { text, base })
+    }
+}
+
+/// The message key as the key columns see it.
+#[derive(Debug, Clone, Copy)]
+enum KeyDoc<'k> {
+    /// No key (or no key columns): NULL.
+    Absent,
+    /// A JSON key, scanned; the key paths' selections start at `base`.
+    Json { text: &'k str, base: usize },
+    /// A key that is not JSON, taken as text (only whole-key columns).
+    Text(&'k str),
+}
+
+/// Writes what a path selected in `doc` as one field, cast if asked.
+fn write_selected(
+    row: &mut Row<'_, '_>,
+    doc: &str,
+    selected: Selected,
+    cast: Option<Cast>,
+) -> Result<(), String> {
+    match (selected, cast) {
+        (Selected::Null, _) => {
+            row.push_null();
+        }
+        (selected, Some(cast)) => {
+            let mut field = row.field();
+            casts::apply(cast, doc, selected, &mut |piece| field.push_str(piece))?;
+        }
+        (Selected::Scalar { start, end }, None) => {
+            row.push_str(&doc[start..end]);
+        }
+        (
+            Selected::String {
+                start,
+                end,
+                escaped,
+            },
+            None,
+        ) => {
+            let mut field = row.field();
+            write_string(&doc[start..end], escaped, |piece| field.push_str(piece));
+        }
+        (Selected::Composite { start, end }, None) => {
+            let mut field = row.field();
+            write_compact(&doc[start..end], |piece| field.push_str(piece));
+        }
+    }
+    Ok(())
 }
 
 pgsink_guest::export_converter!(PathParser);

@@ -2,7 +2,7 @@
 
 use path_parser::PathParser;
 use pgsink_guest::testing::{convert_messages, convert_value};
-use pgsink_guest::{Column, Converter, Message, Outcome, Settings};
+use pgsink_guest::{Converter, Message, Outcome, Settings, Table};
 
 const SEED: &str = r#"{"identity":71293145,"location":{"latitude":51.5009449,"longitude":-2.4773414},"acceleration":[0.01,0.0,0.0]}"#;
 
@@ -12,7 +12,7 @@ fn parser(paths: &str) -> (PathParser, usize) {
     let names: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let settings = Settings::from_iter([("db.json.parse", paths)]);
-    let parser = PathParser::configure(&settings, &Column::names(&names)).unwrap();
+    let parser = PathParser::configure(&settings, &[Table::named(&names)]).unwrap();
     (parser, n)
 }
 
@@ -34,7 +34,7 @@ fn fails(paths: &str, json: &[u8]) -> String {
 
 fn configure_error(paths: &str, columns: &[&str]) -> String {
     let settings = Settings::from_iter([("db.json.parse", paths)]);
-    PathParser::configure(&settings, &Column::names(columns)).unwrap_err()
+    PathParser::configure(&settings, &[Table::named(columns)]).unwrap_err()
 }
 
 #[test]
@@ -472,7 +472,7 @@ fn column_count_must_match() {
 
 #[test]
 fn configuration_errors() {
-    let err = PathParser::configure(&Settings::default(), &Column::names(&["a"])).unwrap_err();
+    let err = PathParser::configure(&Settings::default(), &[Table::named(&["a"])]).unwrap_err();
     assert!(
         err.contains("db.json.parse") && err.contains("required"),
         "{err}"

@@ -5,7 +5,7 @@
 use path_parser::paths::{parse_paths, ParsePath, PathTree, Step};
 use path_parser::PathParser;
 use pgsink_guest::testing::convert_messages;
-use pgsink_guest::{Column, Converter, Message, Outcome, Settings};
+use pgsink_guest::{Converter, Message, Outcome, Settings, Table};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -26,7 +26,7 @@ fn corpus_parser(corpus: &Corpus) -> PathParser {
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let paths = corpus.parse_paths();
     let settings = Settings::from_iter([("db.json.parse", paths.as_str())]);
-    PathParser::configure(&settings, &Column::names(&names)).expect("the corpus paths are valid")
+    PathParser::configure(&settings, &[Table::named(&names)]).expect("the corpus paths are valid")
 }
 
 /// Converts one message; the outcome and the COPY text it left.

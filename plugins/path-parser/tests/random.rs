@@ -4,7 +4,7 @@
 
 use path_parser::PathParser;
 use pgsink_guest::testing::convert_value;
-use pgsink_guest::{escape_copy_text, Column, Converter, Settings};
+use pgsink_guest::{escape_copy_text, Converter, Settings, Table};
 use proptest::prelude::*;
 use serde_json::{Map, Number, Value};
 
@@ -281,7 +281,7 @@ proptest! {
         let columns = vec!["c"; chosen.len()];
         let mut parser = PathParser::configure(
             &Settings::from_iter([("db.json.parse", paths.as_str())]),
-            &Column::names(&columns),
+            &[Table::named(&columns)],
         ).unwrap();
         let result = convert_value(&mut parser, chosen.len(), None, json.as_bytes());
 

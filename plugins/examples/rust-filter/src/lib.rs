@@ -24,7 +24,7 @@
 //!    the component with `cargo build --release --target wasm32-wasip2` and
 //!    point the pgsink configuration at `target/wasm32-wasip2/release/<crate>.wasm`.
 
-use pgsink_guest::{Column, Converter, Message, RowWriter, Settings};
+use pgsink_guest::{Converter, Message, RowWriter, Settings, Table};
 
 /// Keeps messages with header `type` = `keep.type`; writes key, source and value length.
 #[derive(Debug, Clone)]
@@ -34,14 +34,8 @@ pub struct Filter {
 }
 
 impl Converter for Filter {
-    fn configure(settings: &Settings, columns: &[Column]) -> Result<Self, String> {
-        if columns.len() != 3 {
-            return Err(format!(
-                "rust-filter writes 3 columns (key, topic:partition:offset, value length) \
-                 but the table lists {}",
-                columns.len()
-            ));
-        }
+    fn configure(settings: &Settings, tables: &[Table]) -> Result<Self, String> {
+        tables[0].require_columns(3)?;
         let keep_type = settings.require("keep.type")?.as_bytes().to_vec();
         Ok(Filter { keep_type })
     }
@@ -75,7 +69,7 @@ mod tests {
 
     fn filter() -> Filter {
         let settings = Settings::from_iter([("keep.type", "order")]);
-        Filter::configure(&settings, &Column::names(&["key", "source", "size"])).unwrap()
+        Filter::configure(&settings, &[Table::named(&["key", "source", "size"])]).unwrap()
     }
 
     const ORDER: &[Header<'static>] = &[
@@ -156,14 +150,13 @@ mod tests {
     #[test]
     fn configuration_is_checked() {
         let settings = Settings::from_iter([("keep.type", "order")]);
-        let err = Filter::configure(&settings, &Column::names(&["a", "b"])).unwrap_err();
+        let err = Filter::configure(&settings, &[Table::named(&["a", "b"])]).unwrap_err();
         assert_eq!(
             err,
-            "rust-filter writes 3 columns (key, topic:partition:offset, value length) \
-             but the table lists 2"
+            "this converter writes 3 column(s) and the table public.test lists 2: a, b"
         );
         let err =
-            Filter::configure(&Settings::default(), &Column::names(&["a", "b", "c"])).unwrap_err();
+            Filter::configure(&Settings::default(), &[Table::named(&["a", "b", "c"])]).unwrap_err();
         assert!(err.contains("keep.type"), "{err}");
     }
 }

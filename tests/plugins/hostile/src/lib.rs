@@ -40,7 +40,7 @@ use std::fmt::Debug;
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use pgsink_guest::{Column, Converter, Message, RowWriter, Settings};
+use pgsink_guest::{Converter, Message, RowWriter, Settings, Table};
 
 /// The converter: `every` overrides every message's command, `tame` disarms them all.
 #[derive(Debug, Clone)]
@@ -50,7 +50,7 @@ pub struct Hostile {
 }
 
 impl Converter for Hostile {
-    fn configure(settings: &Settings, columns: &[Column]) -> Result<Self, String> {
+    fn configure(settings: &Settings, tables: &[Table]) -> Result<Self, String> {
         match settings.get("configure") {
             None => {}
             Some("loop") => spin(),
@@ -59,12 +59,7 @@ impl Converter for Hostile {
             Some("reject") => return Err("hostile: rejecting the settings on purpose".into()),
             Some(other) => return Err(format!("unknown configure behaviour {other:?}")),
         }
-        if columns.len() != 3 {
-            return Err(format!(
-                "hostile writes 3 columns (offset, command, result), the table lists {}",
-                columns.len()
-            ));
-        }
+        tables[0].require_columns(3)?;
         let tame = match settings.get("tame") {
             None | Some("false") => false,
             Some("true") => true,
@@ -283,8 +278,8 @@ mod tests {
     use super::*;
     use pgsink_guest::testing::convert_value;
 
-    fn columns() -> Vec<Column> {
-        Column::names(&["kafka_offset", "command", "result"])
+    fn columns() -> Vec<Table> {
+        vec![Table::named(&["kafka_offset", "command", "result"])]
     }
 
     fn configured(settings: &[(&str, &str)]) -> Hostile {
@@ -334,7 +329,7 @@ mod tests {
         };
         assert!(bad(&[("configure", "reject")]).contains("on purpose"));
         assert!(bad(&[("tame", "yes")]).contains("tame"));
-        assert!(Hostile::configure(&Settings::default(), &Column::names(&["a"])).is_err());
+        assert!(Hostile::configure(&Settings::default(), &[Table::named(&["a"])]).is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2 -p versioned-plugin`.
 
-use pgsink_guest::{Column, Converter, Message, RowWriter, Settings};
+use pgsink_guest::{Converter, Message, RowWriter, Settings, Table};
 
 /// Writes (id, version, partition, offset) for `{"id":N}`.
 #[derive(Debug, Clone)]
@@ -32,16 +32,11 @@ fn flag(settings: &Settings, key: &str) -> Result<bool, String> {
 }
 
 impl Converter for Versioned {
-    fn configure(settings: &Settings, columns: &[Column]) -> Result<Self, String> {
+    fn configure(settings: &Settings, tables: &[Table]) -> Result<Self, String> {
         if flag(settings, "reject")? {
             return Err("rejected on purpose (setting reject = true)".into());
         }
-        if columns.len() != 4 {
-            return Err(format!(
-                "versioned writes 4 columns (id, version, partition, offset), the table lists {}",
-                columns.len()
-            ));
-        }
+        tables[0].require_columns(4)?;
         Ok(Versioned {
             version: settings.require("version")?.to_string(),
             trap: flag(settings, "trap_on_canary")?,
@@ -83,8 +78,13 @@ mod tests {
     use super::*;
     use pgsink_guest::testing::convert_value;
 
-    fn columns() -> Vec<Column> {
-        Column::names(&["id", "version", "kafka_partition", "kafka_offset"])
+    fn columns() -> Vec<Table> {
+        vec![Table::named(&[
+            "id",
+            "version",
+            "kafka_partition",
+            "kafka_offset",
+        ])]
     }
 
     #[test]
