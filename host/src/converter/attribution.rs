@@ -107,7 +107,8 @@ pub fn attribute(converted: Converted, messages: usize, tables: &[Table]) -> Con
             Outcome::Rows(0) => {}
             Outcome::Rows(n) => {
                 let mut checked = Ok(());
-                let mut message_runs = Vec::new();
+                // The message's runs go straight into the output, undone if it fails.
+                let runs_before = (out.runs.len(), out.runs.last().map(|r| r.count));
                 let mut segment_start = start;
                 let mut row = 1;
                 let mut left = n;
@@ -116,7 +117,7 @@ pub fn attribute(converted: Converted, messages: usize, tables: &[Table]) -> Con
                     let end = newlines.nth(take as usize - 1).expect("counted above") + 1;
                     if checked.is_ok() {
                         checked = check_run(&copy_text[segment_start..end], run, row, tables);
-                        message_runs.push(run);
+                        push_run(&mut out.runs, run);
                     }
                     segment_start = end;
                     row += take;
@@ -127,8 +128,10 @@ pub fn attribute(converted: Converted, messages: usize, tables: &[Table]) -> Con
                 if checked.is_ok() {
                     out.row_messages
                         .extend(std::iter::repeat_n(i as u32, n as usize));
-                    for run in message_runs {
-                        push_run(&mut out.runs, run);
+                } else {
+                    out.runs.truncate(runs_before.0);
+                    if let (Some(last), Some(count)) = (out.runs.last_mut(), runs_before.1) {
+                        last.count = count;
                     }
                 }
                 match checked {

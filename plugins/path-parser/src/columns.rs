@@ -19,7 +19,7 @@
 use pgsink_guest::Column;
 
 use crate::casts::Cast;
-use crate::paths::{ParsePath, SETTING};
+use crate::paths::{parse_entries, ParsePath, SETTING};
 
 /// The setting that lists casts: `column:cast` pairs, comma-separated.
 pub const CAST_SETTING: &str = "db.json.cast";
@@ -107,22 +107,7 @@ pub fn plan(
 /// Whitespace around each entry is trimmed (so `/@a, /@b` works); a key therefore cannot
 /// end a path with whitespace, and no key or header name can contain a comma.
 pub fn parse_sources(setting: &str) -> Result<Vec<Source>, String> {
-    setting
-        .split(',')
-        .enumerate()
-        .map(|(i, text)| {
-            let text = text.trim();
-            if text.is_empty() {
-                return Err(format!("{SETTING}: parse path {} is empty", i + 1));
-            }
-            parse_source(text).map_err(|reason| {
-                format!(
-                    "{SETTING}: parse path {} `{text}` is invalid: {reason}",
-                    i + 1
-                )
-            })
-        })
-        .collect()
+    parse_entries(setting, parse_source)
 }
 
 fn parse_source(text: &str) -> Result<Source, String> {

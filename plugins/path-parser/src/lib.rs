@@ -458,10 +458,12 @@ impl PathParser {
                 let envelope = Some(
                     layout::DEBEZIUM_LOCATORS + 4 * values + if wrapped { 0 } else { self.envelopes },
                 );
-                let mut op = String::new();
-                match selected[usize::from(!wrapped)] {
-                    Selected::String { start, end, escaped } => {
-                        write_string(&json[start..end], escaped, |piece| op.push_str(piece))
+                let op: std::borrow::Cow<'_, str> = match selected[usize::from(!wrapped)] {
+                    Selected::String { start, end, escaped: false } => json[start..end].into(),
+                    Selected::String { start, end, escaped: true } => {
+                        let mut decoded = String::new();
+                        write_string(&json[start..end], true, |piece| decoded.push_str(piece));
+                        decoded.into()
                     }
                     _ => return Err("the value is not a Debezium change event: it has no op (is db.json.envelope right?)".into()),
                 };

@@ -89,20 +89,28 @@ fn parse_step(element: &str, delimiter: char) -> Result<Step, String> {
 /// Whitespace around each path is trimmed (so `/@a, /@b` works); a key
 /// therefore cannot end a path with whitespace, and no key can contain a comma.
 pub fn parse_paths(setting: &str) -> Result<Vec<ParsePath>, String> {
+    parse_entries(setting, ParsePath::parse)
+}
+
+/// Splits the `db.json.parse` setting on commas, trims every entry and reads it with `parse`;
+/// an error names the entry by its number and text.
+pub fn parse_entries<T>(
+    setting: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
     setting
         .split(',')
         .enumerate()
         .map(|(i, text)| {
             let text = text.trim();
-            ParsePath::parse(text).map_err(|reason| {
-                if text.is_empty() {
-                    format!("{SETTING}: parse path {} is empty", i + 1)
-                } else {
-                    format!(
-                        "{SETTING}: parse path {} `{text}` is invalid: {reason}",
-                        i + 1
-                    )
-                }
+            if text.is_empty() {
+                return Err(format!("{SETTING}: parse path {} is empty", i + 1));
+            }
+            parse(text).map_err(|reason| {
+                format!(
+                    "{SETTING}: parse path {} `{text}` is invalid: {reason}",
+                    i + 1
+                )
             })
         })
         .collect()
