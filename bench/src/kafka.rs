@@ -1,6 +1,7 @@
 //! Brokers (tansu, librdkafka's mock cluster), producing the bench topic, and
 //! watching a consumer group's committed offsets.
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -214,6 +215,23 @@ pub fn produce(
     partitions: i32,
     n: u64,
 ) -> anyhow::Result<(Vec<i64>, f64)> {
+    produce_with(bootstrap, topic, partitions, n, |id, key, value| {
+        data::message(id, value);
+        let _ = write!(key, "{id}");
+        (((id - 1) % partitions as u64) as i32, true)
+    })
+}
+
+/// Produces messages 1..=n, message `id` made by `message(id, key, value)`, which writes its
+/// key and value and returns its partition and whether it has a value (false: a tombstone).
+/// Returns the per-partition end offsets and the produce rate.
+pub fn produce_with(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    n: u64,
+    mut message: impl FnMut(u64, &mut String, &mut String) -> (i32, bool),
+) -> anyhow::Result<(Vec<i64>, f64)> {
     let context = Deliveries {
         ok: AtomicU64::new(0),
         failed: AtomicU64::new(0),
@@ -230,16 +248,21 @@ pub fn produce(
         .context("cannot create the producer")?;
     let start = Instant::now();
     let mut value = String::with_capacity(160);
+    let mut key = String::with_capacity(32);
     let mut last_report = Instant::now();
     for id in 1..=n {
-        data::message(id, &mut value);
-        let key = id.to_string();
-        let partition = ((id - 1) % partitions as u64) as i32;
+        key.clear();
+        value.clear();
+        let (partition, has_value) = message(id, &mut key, &mut value);
         loop {
-            let record = BaseRecord::to(topic)
+            let record = BaseRecord::<[u8], [u8]>::to(topic)
                 .partition(partition)
-                .key(key.as_bytes())
-                .payload(value.as_bytes());
+                .key(key.as_bytes());
+            let record = if has_value {
+                record.payload(value.as_bytes())
+            } else {
+                record
+            };
             match producer.send(record) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {

@@ -15,6 +15,7 @@
 
 mod data;
 mod kafka;
+mod keyed;
 mod pg;
 mod procstat;
 mod report;
@@ -104,6 +105,17 @@ struct Cli {
     /// The Python peer (default: $PGSINK_SHARED/peers/py_sink.py, else REPO/../shared/peers/py_sink.py).
     #[arg(long)]
     py_sink: Option<PathBuf>,
+    /// The keyed workload's peer (default: py_upsert_sink.py beside py_sink.py).
+    #[arg(long)]
+    py_upsert_sink: Option<PathBuf>,
+    /// What the topic holds: `seed` (unique ids, appended: raw COPY, pgsink in every mode,
+    /// py_sink.py) or `keyed` (--keys keys updated over and over, one message in ten a
+    /// tombstone: pgsink upsert and append, py_upsert_sink.py; the mock broker only).
+    #[arg(long, value_enum, default_value = "seed")]
+    workload: Workload,
+    /// Keys of the keyed workload.
+    #[arg(long, default_value_t = 500_000)]
+    keys: u64,
     /// Where the Markdown results go (default: REPO/bench/results/latest.md).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -126,6 +138,12 @@ struct Cli {
     /// PostgreSQL backends and the broker side by side (`perf report --sort comm,dso`).
     #[arg(long)]
     perf: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    Seed,
+    Keyed,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -325,79 +343,35 @@ fn real_main(cli: Cli) -> anyhow::Result<usize> {
 
     let mut results: Vec<RunResult> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
-    let py_sink = if ctx.cli.skip_peers {
-        None
-    } else {
-        find_py_sink(&ctx.cli, &repo, &mut notes)
-    };
-
-    // The ceiling: the same rows, pre-rendered, loaded by psql \copy.
-    if !ctx.cli.skip_peers {
-        results.push(run_raw_copy(&mut ctx)?);
-    }
-
     let n = ctx.cli.messages;
     let mock_partitions = ctx
         .cli
         .mock_partitions
         .unwrap_or_else(|| (n.div_ceil(1_000_000) as i32 * 64).max(64));
-    for kind in ctx.cli.brokers.clone() {
-        let partitions = match kind {
-            BrokerKind::Tansu => ctx.cli.partitions,
-            BrokerKind::Mock => mock_partitions,
+    if ctx.cli.workload == Workload::Keyed {
+        let peer = if ctx.cli.skip_peers {
+            None
+        } else {
+            find_peer(
+                ctx.cli.py_upsert_sink.as_deref(),
+                "py_upsert_sink.py",
+                &repo,
+                &mut notes,
+            )
         };
-        eprintln!(
-            "bench: == broker {} ({partitions} partitions) ==",
-            kind.name()
-        );
-        let broker = match kind {
-            BrokerKind::Tansu => match &ctx.cli.tansu {
-                Some(addr) => Broker::existing_tansu(addr),
-                None => Broker::start_tansu(&repo)?,
-            },
-            BrokerKind::Mock => Broker::start_mock()?,
-        };
-        let topic = format!("pgsink-bench-{}-{}", ctx.run_id, kind.name());
-        broker.create_topic(&ctx.rt, &topic, partitions)?;
-        eprintln!(
-            "bench: producing {n} messages to {topic} on {}",
-            broker.bootstrap()
-        );
-        let (_ends, produce_rate) = kafka::produce(broker.bootstrap(), &topic, partitions, n)?;
-        eprintln!("bench: produced {n} messages at {produce_rate:.0} msg/s");
-        notes.push(format!(
-            "{}: topic with {partitions} partitions, produced at {:.0} msg/s",
-            kind.name(),
-            produce_rate
-        ));
-        let topic_info = TopicInfo {
-            kind,
-            broker: &broker,
-            topic: &topic,
-            partitions,
-        };
-        let mut binaries = vec![(ctx.pgsink.clone(), "pgsink")];
-        if let Some(baseline) = ctx.cli.baseline.clone() {
-            binaries.insert(0, (baseline, BASELINE));
-        }
-        for &mode in &ctx.cli.modes.clone() {
-            for &tasks in &ctx.cli.tasks.clone() {
-                for _ in 0..ctx.cli.rounds {
-                    for (binary, label) in &binaries {
-                        let r = run_pgsink(&mut ctx, &topic_info, binary, label, mode, tasks)?;
-                        results.push(r);
-                    }
-                }
-            }
-        }
-        if let Some(py) = &py_sink {
-            results.push(run_py_sink(&mut ctx, &topic_info, py)?);
-        }
-        drop(broker);
+        let (keyed_results, keyed_notes) = keyed::bench(&mut ctx, peer, mock_partitions)?;
+        results.extend(keyed_results);
+        notes.extend(keyed_notes);
+    } else {
+        seed_workload(&mut ctx, &repo, mock_partitions, &mut results, &mut notes)?;
     }
 
     let settings_text = settings_summary(&ctx);
     let mut table = render_table(&results, n);
+    if ctx.cli.workload == Workload::Keyed {
+        table.push('\n');
+        table.push_str(&keyed::render_ratios(&results));
+    }
     if ctx.cli.baseline.is_some() {
         table.push('\n');
         table.push_str(&render_comparison(&results, n));
@@ -512,16 +486,102 @@ fn postgres_settings(db: &Pg) -> String {
     }
 }
 
-fn find_py_sink(cli: &Cli, repo: &Path, notes: &mut Vec<String>) -> Option<PathBuf> {
-    let candidates: Vec<PathBuf> = match &cli.py_sink {
-        Some(p) => vec![p.clone()],
+/// The seed workload: raw COPY, then on each broker pgsink in every mode and tasks, and the
+/// Python append peer.
+fn seed_workload(
+    ctx: &mut Ctx,
+    repo: &Path,
+    mock_partitions: i32,
+    results: &mut Vec<RunResult>,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let py_sink = if ctx.cli.skip_peers {
+        None
+    } else {
+        find_peer(ctx.cli.py_sink.as_deref(), "py_sink.py", repo, notes)
+    };
+
+    // The ceiling: the same rows, pre-rendered, loaded by psql \copy.
+    if !ctx.cli.skip_peers {
+        results.push(run_raw_copy(ctx)?);
+    }
+
+    let n = ctx.cli.messages;
+    for kind in ctx.cli.brokers.clone() {
+        let partitions = match kind {
+            BrokerKind::Tansu => ctx.cli.partitions,
+            BrokerKind::Mock => mock_partitions,
+        };
+        eprintln!(
+            "bench: == broker {} ({partitions} partitions) ==",
+            kind.name()
+        );
+        let broker = match kind {
+            BrokerKind::Tansu => match &ctx.cli.tansu {
+                Some(addr) => Broker::existing_tansu(addr),
+                None => Broker::start_tansu(repo)?,
+            },
+            BrokerKind::Mock => Broker::start_mock()?,
+        };
+        let topic = format!("pgsink-bench-{}-{}", ctx.run_id, kind.name());
+        broker.create_topic(&ctx.rt, &topic, partitions)?;
+        eprintln!(
+            "bench: producing {n} messages to {topic} on {}",
+            broker.bootstrap()
+        );
+        let (_ends, produce_rate) = kafka::produce(broker.bootstrap(), &topic, partitions, n)?;
+        eprintln!("bench: produced {n} messages at {produce_rate:.0} msg/s");
+        notes.push(format!(
+            "{}: topic with {partitions} partitions, produced at {:.0} msg/s",
+            kind.name(),
+            produce_rate
+        ));
+        let topic_info = TopicInfo {
+            kind,
+            broker: &broker,
+            topic: &topic,
+            partitions,
+        };
+        let mut binaries = vec![(ctx.pgsink.clone(), "pgsink")];
+        if let Some(baseline) = ctx.cli.baseline.clone() {
+            binaries.insert(0, (baseline, BASELINE));
+        }
+        for &mode in &ctx.cli.modes.clone() {
+            for &tasks in &ctx.cli.tasks.clone() {
+                for _ in 0..ctx.cli.rounds {
+                    for (binary, label) in &binaries {
+                        let r = run_pgsink(ctx, &topic_info, binary, label, mode, tasks)?;
+                        results.push(r);
+                    }
+                }
+            }
+        }
+        if let Some(py) = &py_sink {
+            results.push(run_py_sink(ctx, &topic_info, py)?);
+        }
+        drop(broker);
+    }
+
+    Ok(())
+}
+
+/// The peer script `name` (`py_sink.py`, `py_upsert_sink.py`): `explicit`, else in
+/// `$PGSINK_SHARED/peers`, `REPO/../shared/peers` or `/work/shared/peers`.
+fn find_peer(
+    explicit: Option<&Path>,
+    name: &str,
+    repo: &Path,
+    notes: &mut Vec<String>,
+) -> Option<PathBuf> {
+    let candidates: Vec<PathBuf> = match explicit {
+        Some(p) => vec![p.to_path_buf()],
         None => {
             let mut v = Vec::new();
             if let Ok(shared) = std::env::var("PGSINK_SHARED") {
-                v.push(PathBuf::from(shared).join("peers/py_sink.py"));
+                v.push(PathBuf::from(shared).join("peers").join(name));
             }
-            v.push(repo.join("../shared/peers/py_sink.py"));
-            v.push(PathBuf::from("/work/shared/peers/py_sink.py"));
+            v.push(repo.join("../shared/peers").join(name));
+            v.push(PathBuf::from("/work/shared/peers").join(name));
             v
         }
     };
@@ -529,7 +589,7 @@ fn find_py_sink(cli: &Cli, repo: &Path, notes: &mut Vec<String>) -> Option<PathB
         Some(p) => Some(p.clone()),
         None => {
             let note = format!(
-                "Python peer skipped: py_sink.py not found (looked at {})",
+                "Python peer skipped: {name} not found (looked at {})",
                 candidates
                     .iter()
                     .map(|p| p.display().to_string())

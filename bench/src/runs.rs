@@ -25,6 +25,8 @@ pub(crate) fn bench_settings(kind: BrokerKind, mode: Mode) -> Vec<(String, Strin
     v
 }
 
+/// The configuration of a pgsink run; `workload` settings (e.g. `db.json.parse`) replace the
+/// seed workload's, and `--set` replaces everything.
 pub(crate) fn pgsink_config(
     ctx: &Ctx,
     t: &TopicInfo<'_>,
@@ -32,8 +34,13 @@ pub(crate) fn pgsink_config(
     tasks: u32,
     table: &str,
     group: &str,
+    workload: &[(&str, &str)],
 ) -> anyhow::Result<String> {
     let mut settings: BTreeMap<String, String> = BTreeMap::new();
+    settings.insert("db.json.parse".into(), data::PARSE_PATHS.into());
+    for (k, v) in workload {
+        settings.insert(k.to_string(), v.to_string());
+    }
     settings.insert(
         "kafka.bootstrap.servers".into(),
         t.broker.bootstrap().into(),
@@ -55,7 +62,6 @@ pub(crate) fn pgsink_config(
     let _ = writeln!(c, "db.username = {}", toml_str(&ctx.target.user));
     let _ = writeln!(c, "db.table = {}", toml_str(table));
     let _ = writeln!(c, "db.columns = {}", toml_str(data::COLUMNS));
-    let _ = writeln!(c, "db.json.parse = {}", toml_str(data::PARSE_PATHS));
     let _ = writeln!(c, "db.delivery = {}", toml_str(mode.name()));
     let mut kafka = String::new();
     for (k, v) in &settings {
@@ -99,7 +105,7 @@ pub(crate) fn run_pgsink(
     );
     prepare_table(ctx, &table)?;
     let busy = wait_idle(ctx, &[]);
-    let config = pgsink_config(ctx, t, mode, tasks, &table, &group)?;
+    let config = pgsink_config(ctx, t, mode, tasks, &table, &group, &[])?;
     let config_path = ctx.cli.work_dir.join(format!("{table}.toml"));
     fs::write(&config_path, config)?;
     let log_path = ctx.cli.work_dir.join(format!("{table}.log"));
@@ -114,20 +120,7 @@ pub(crate) fn run_pgsink(
             expected: n,
         },
     };
-    let mut cmd = Command::new(binary);
-    cmd.arg("run")
-        .arg("--config")
-        .arg(&config_path)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    if let Some(p) = &ctx.target.password {
-        cmd.env("PGSINK_DB_PASSWORD", p);
-    }
-    let spawned = Instant::now();
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {}", binary.display()))?;
+    let (child, spawned) = spawn_pgsink(ctx, binary, &config_path, log)?;
     let mut perf = match &ctx.cli.perf {
         Some(dir) => Command::new("perf")
             .args(["record", "-e", "cpu-clock", "-F", "999", "-a", "-o"])
@@ -179,6 +172,30 @@ pub(crate) fn run_pgsink(
     Ok(finish(ctx, &table, r, busy))
 }
 
+/// Starts `pgsink run` of `binary` with the configuration at `config`, its output to `log`.
+pub(crate) fn spawn_pgsink(
+    ctx: &Ctx,
+    binary: &Path,
+    config: &Path,
+    log: fs::File,
+) -> anyhow::Result<(Child, Instant)> {
+    let mut cmd = Command::new(binary);
+    cmd.arg("run")
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    if let Some(p) = &ctx.target.password {
+        cmd.env("PGSINK_DB_PASSWORD", p);
+    }
+    let spawned = Instant::now();
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    Ok((child, spawned))
+}
+
 /// Whether a short row count is tansu's known loss after a rebalance: tansu, several
 /// tasks, rows missing but none twice, no dead letters, and pgsink logged a revocation.
 /// Returns the number of rows missing.
@@ -224,7 +241,6 @@ pub(crate) fn run_py_sink(
     let n = ctx.cli.messages;
     let broker_name = t.kind.name();
     let table = format!("bench_{broker_name}_py_sink");
-    let group = format!("pgsink-bench-{}-{table}", ctx.run_id);
     let mut r = RunResult {
         broker: broker_name.into(),
         sink: "py_sink.py".into(),
@@ -235,55 +251,12 @@ pub(crate) fn run_py_sink(
     let script = adapt_py_sink(ctx, script)?;
     prepare_table(ctx, &table)?;
     let busy = wait_idle(ctx, &[]);
-    let log_path = ctx.cli.work_dir.join(format!("{table}.log"));
-    let log = fs::File::create(&log_path)?;
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let mut cmd = Command::new(&python);
-    cmd.arg(&script)
-        .args([
-            "--brokers",
-            t.broker.bootstrap(),
-            "--topic",
-            t.topic,
-            "--group",
-            &group,
-        ])
-        .arg("--dsn")
-        .arg(ctx.target.conninfo(&ctx.cli.database))
-        .args(["--table", &table, "--expect", &n.to_string()]);
+    let mut extra = vec!["--expect".to_string(), n.to_string()];
     if t.kind == BrokerKind::Tansu {
-        cmd.args(["--conf", "fetch.wait.max.ms=10"]);
+        extra.extend(["--conf".to_string(), "fetch.wait.max.ms=10".to_string()]);
     }
-    cmd.stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    let spawned = Instant::now();
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {python} {}", script.display()))?;
     let deadline = Duration::from_secs_f64((n as f64 / 10_000.0).max(180.0));
-    let o = watch(
-        ctx,
-        &child,
-        spawned,
-        &Done::SelfExit,
-        Some(t.broker),
-        deadline,
-        None,
-    );
-    fill_process_fields(&o, &mut r);
-    let out = fs::read_to_string(&log_path).unwrap_or_default();
-    if let Some(line) = out.lines().find(|l| l.starts_with("PY_SINK")) {
-        if let Some(rate) = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("rate="))
-        {
-            r.note = format!("self-reported {rate} msg/s");
-        }
-    }
-    if let Some(p) = o.problem.clone().or_else(|| exit_problem(&o, true)) {
-        fail(ctx, &mut r, format!("py_sink.py {p}"), Some(&log_path));
-    }
+    let (o, log_path) = run_peer(ctx, t, &script, &table, &extra, deadline, &mut r)?;
     match verify(ctx, &table) {
         Ok(()) => {
             if let Err(e) = analyse(ctx, &table, &o, &mut r, ctx.cli.messages as i64) {
@@ -293,6 +266,63 @@ pub(crate) fn run_py_sink(
         Err(e) => fail(ctx, &mut r, format!("{e:#}"), Some(&log_path)),
     }
     Ok(finish(ctx, &table, r, busy))
+}
+
+/// Runs the Python peer `script` into `table` (with `extra` arguments after the broker, topic,
+/// group, table and DSN) until it exits; fills `r`'s process fields, its self-reported rate
+/// and any failure. Returns what was observed and the log's path.
+pub(crate) fn run_peer(
+    ctx: &mut Ctx,
+    t: &TopicInfo<'_>,
+    script: &Path,
+    table: &str,
+    extra: &[String],
+    deadline: Duration,
+    r: &mut RunResult,
+) -> anyhow::Result<(Observed, PathBuf)> {
+    let log_path = ctx.cli.work_dir.join(format!("{table}.log"));
+    let log = fs::File::create(&log_path)?;
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let group = format!("pgsink-bench-{}-{table}", ctx.run_id);
+    let mut cmd = Command::new(&python);
+    cmd.arg(script)
+        .args(["--brokers", t.broker.bootstrap(), "--topic", t.topic])
+        .args(["--group", &group, "--table", table])
+        .arg("--dsn")
+        .arg(ctx.target.conninfo(&ctx.cli.database))
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    let spawned = Instant::now();
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {python} {}", script.display()))?;
+    let o = watch(
+        ctx,
+        &child,
+        spawned,
+        &Done::SelfExit,
+        Some(t.broker),
+        deadline,
+        None,
+    );
+    fill_process_fields(&o, r);
+    let out = fs::read_to_string(&log_path).unwrap_or_default();
+    // Both peers end with a line `PY_…SINK … rate=N …`.
+    if let Some(rate) = out
+        .lines()
+        .filter(|l| l.starts_with("PY_"))
+        .flat_map(str::split_whitespace)
+        .find_map(|w| w.strip_prefix("rate="))
+    {
+        r.note = format!("self-reported {rate} msg/s from its first message");
+    }
+    let name = script.file_name().unwrap_or_default().to_string_lossy();
+    if let Some(p) = o.problem.clone().or_else(|| exit_problem(&o, true)) {
+        fail(ctx, r, format!("{name} {p}"), Some(&log_path));
+    }
+    Ok((o, log_path))
 }
 
 /// The peer reads a flat message (`d["id"], d["latitude"], …`); the bench's messages have
@@ -403,7 +433,7 @@ pub(crate) fn report_line(r: &RunResult) {
 }
 
 /// Ends a run: notes a busy machine, prints the result line, drops the table unless kept.
-fn finish(ctx: &Ctx, table: &str, mut r: RunResult, busy: String) -> RunResult {
+pub(crate) fn finish(ctx: &Ctx, table: &str, mut r: RunResult, busy: String) -> RunResult {
     if !busy.is_empty() {
         r.add_note(busy);
     }

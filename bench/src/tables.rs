@@ -3,9 +3,13 @@
 use super::*;
 
 pub(crate) fn prepare_table(ctx: &Ctx, table: &str) -> anyhow::Result<()> {
+    prepare_table_as(ctx, table, data::TABLE_DDL)
+}
+
+/// (Re)creates `table` with the columns of `ddl` and forgets pgsink's state of it.
+pub(crate) fn prepare_table_as(ctx: &Ctx, table: &str, ddl: &str) -> anyhow::Result<()> {
     ctx.db.batch(&format!(
-        "DROP TABLE IF EXISTS public.{table}; CREATE TABLE public.{table} {};",
-        data::TABLE_DDL
+        "DROP TABLE IF EXISTS public.{table}; CREATE TABLE public.{table} {ddl};"
     ))?;
     let has_state: bool = ctx
         .db

@@ -60,7 +60,8 @@ enum Mode {
     /// Converting on the caller's thread, when it submits: the machine has no core to spare.
     Inline {
         worker: Box<Worker>,
-        done: Option<Done>,
+        /// Boxed: a converted batch is large, and a stage is built once.
+        done: Option<Box<Done>>,
     },
 }
 
@@ -131,7 +132,7 @@ impl ConversionStage {
             Mode::Threaded { jobs, .. } => jobs
                 .send(Job::Convert(source))
                 .map_err(|_| StageError::Stopped)?,
-            Mode::Inline { worker, done } => *done = Some(worker.convert(source)),
+            Mode::Inline { worker, done } => *done = Some(Box::new(worker.convert(source))),
         }
         self.in_flight = true;
         Ok(())
@@ -144,7 +145,7 @@ impl ConversionStage {
         }
         let done = match &mut self.mode {
             Mode::Threaded { done, .. } => done.recv().ok(),
-            Mode::Inline { done, .. } => done.take(),
+            Mode::Inline { done, .. } => done.take().map(|d| *d),
         };
         Some(match done {
             Some(done) => done.map_err(StageError::from),
@@ -199,6 +200,7 @@ impl Worker {
             copy_text: Bytes::from(conversion.copy_text),
             rows: conversion.rows,
             row_messages: conversion.row_messages,
+            runs: conversion.runs,
             messages: source.len() as u64,
             dead_letters,
             next_offsets: next_offsets(&source),

@@ -236,7 +236,10 @@ impl Intake {
         );
         self.unplanned_bytes += batch.copy_text.len();
         let epoch = self.ledger.epoch();
-        self.tell_writer(Command::Rows { epoch, batch })
+        self.tell_writer(Command::Rows {
+            epoch,
+            batch: Box::new(batch),
+        })
     }
 
     fn tell_writer(&mut self, command: Command) -> Result<(), IntakeError> {

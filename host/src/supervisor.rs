@@ -50,7 +50,7 @@ pub async fn run(
             .await
             .context("cannot install the pgsink schema")?;
     }
-    let target = Target::resolve(&client, &db.schema, &db.table, &db.columns).await?;
+    let target = Target::resolve(&client, db).await?;
     let tables = vec![target.converter_table()];
     // Instantiating once here reports bad converter settings before consuming anything.
     let converter_id = Arc::new(ConverterId {
@@ -284,10 +284,11 @@ async fn start_pipeline(
         .subscribe(&topics)
         .context("cannot subscribe to the topics")?;
     let consumer = Arc::new(consumer);
-    let writer = Writer::connect(&config.db, target.clone()).await?;
+    let writer = Writer::connect(&config.db, target.clone(), config.buffer_size).await?;
     let sink_writer = SinkWriter::new(
         WriterConfig {
             db: config.db.clone(),
+            buffer_size: config.buffer_size,
             delivery: config.delivery,
             errors_tolerance: config.errors_tolerance,
             max_dead_letters_per_minute: config.max_dead_letters_per_minute,

@@ -376,6 +376,8 @@ jMXXwBckOZTuD/XA+vnRZukCIBVbKF6tG9PCBvbC2ljY1Kpfib2hR4pIJoQxiTIy
             schema: "public".into(),
             table: "t".into(),
             columns: vec!["c".into()],
+            write_mode: Default::default(),
+            key_columns: None,
             sslmode: mode,
             sslrootcert: rootcert,
         }

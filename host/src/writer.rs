@@ -17,8 +17,9 @@ use tokio::sync::mpsc;
 
 use crate::batch::BatchBuilder;
 use crate::config::{DbConfig, Delivery, ErrorTolerance};
+use crate::converter::RowRun;
 use crate::ledger::OffsetMove;
-use crate::postgres::{DbError, DeadLetter, FlushData, Writer};
+use crate::postgres::{stage_rows, DbError, DeadLetter, FlushData, Writer};
 
 /// What the consume loop tells the writer, in order.
 pub enum Command {
@@ -26,8 +27,8 @@ pub enum Command {
     Rows {
         /// The ledger's epoch when the batch was read; older epochs are discarded.
         epoch: u64,
-        /// The rows, dead letters and positions.
-        batch: ConvertedBatch,
+        /// The rows, dead letters and positions (boxed: a command is moved through a channel).
+        batch: Box<ConvertedBatch>,
     },
     /// Commit everything streamed since the last commit, with these offset moves.
     Commit {
@@ -59,6 +60,8 @@ pub struct ConvertedBatch {
     pub rows: u64,
     /// For each row, the index in `source` of the message it came from.
     pub row_messages: Vec<u32>,
+    /// The operation of the rows, as runs in row order; empty: every row an insert.
+    pub runs: Vec<RowRun>,
     /// The messages, kept until the flush commits (for rows PostgreSQL rejects).
     pub source: BatchBuilder,
     /// Messages of the batch.
@@ -99,6 +102,8 @@ pub struct Stats {
 pub struct WriterConfig {
     /// How to reach the database (for reconnects).
     pub db: DbConfig,
+    /// Bytes of COPY text a flush holds, about (`db.buffer.size`).
+    pub buffer_size: usize,
     pub delivery: Delivery,
     /// What to do with a bad message.
     pub errors_tolerance: ErrorTolerance,
@@ -143,6 +148,8 @@ struct Pending {
     batches: Vec<PendingBatch>,
     bytes: usize,
     rows: u64,
+    /// Rows that delete (keyed write modes).
+    deletes: u64,
     messages: u64,
     dead_letters: Vec<DeadLetter>,
     /// The converter of every pending batch (one per flush).
@@ -175,6 +182,7 @@ impl Pending {
             offsets,
             plugin: &self.converter.label,
             plugin_hash: &self.converter.hash,
+            deletes: self.deletes > 0,
         }
     }
 
@@ -222,6 +230,8 @@ pub struct SinkWriter {
     stats: Arc<Stats>,
     /// Dead letters committed in the current one-minute window, and its start.
     dead_letter_window: (Instant, u64),
+    /// The place of the next staged row (keyed write modes): rows are applied in this order.
+    next_seq: u64,
 }
 
 impl SinkWriter {
@@ -242,6 +252,7 @@ impl SinkWriter {
             shutdown,
             stats,
             dead_letter_window: (Instant::now(), 0),
+            next_seq: 0,
         }
     }
 
@@ -257,7 +268,7 @@ impl SinkWriter {
             match command {
                 Command::Rows { epoch, batch } => {
                     if self.current(epoch).await {
-                        self.add(batch).await?;
+                        self.add(*batch).await?;
                     }
                 }
                 Command::Commit { epoch, moves } => {
@@ -305,8 +316,9 @@ impl SinkWriter {
         self.streaming = true;
     }
 
-    /// Buffers a batch and streams its rows into the open COPY.
-    async fn add(&mut self, batch: ConvertedBatch) -> Result<(), SinkError> {
+    /// Buffers a batch and streams its rows into the open COPY (tagged for the staging
+    /// table in a keyed write mode).
+    async fn add(&mut self, mut batch: ConvertedBatch) -> Result<(), SinkError> {
         if self.config.errors_tolerance == ErrorTolerance::None {
             if let Some(bad) = batch.dead_letters.first() {
                 return Err(SinkError::BadMessage(format!(
@@ -314,6 +326,11 @@ impl SinkWriter {
                     bad.topic, bad.partition, bad.offset, bad.reason
                 )));
             }
+        }
+        if self.config.db.write_mode.is_keyed() && !batch.copy_text.is_empty() {
+            let (staged, deletes) = stage_rows(&batch.copy_text, &batch.runs, &mut self.next_seq);
+            batch.copy_text = staged.into();
+            self.pending.deletes += deletes;
         }
         let rows = batch.copy_text.clone();
         self.pending.add(batch);
@@ -387,7 +404,8 @@ impl SinkWriter {
                     tracing::warn!(%error, retry_in = ?delay, "flush failed; reconnecting");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
-                    match Writer::connect(&self.config.db, self.writer.target().clone()).await {
+                    let target = self.writer.target().clone();
+                    match Writer::connect(&self.config.db, target, self.config.buffer_size).await {
                         Ok(writer) => self.writer = writer,
                         Err(error) => {
                             result = Err(error);
@@ -516,6 +534,7 @@ mod tests {
             copy_text: Bytes::copy_from_slice(copy_text.as_bytes()),
             rows: row_messages.len() as u64,
             row_messages,
+            runs: Vec::new(),
             source,
             messages: messages as u64,
             dead_letters: Vec::new(),

@@ -7,7 +7,7 @@
 //! `cdc_*` (envelopes, casts), `synchronized_*`, `guaranteed_*`, `fastest_*`, `two_topics_*`, `dead_letters*`,
 //! `errors_*`, `quoted_identifiers*`, `hostile_*` (the corpus in `tests/corpus`),
 //! `startup_errors_*`, `properties_file*`, `converters_*`, `reload_*`, `sandbox_*`,
-//! `security_*`, `operations_*`, `scale_out_*`, `tls_*`; the broker appears as `_mock` or
+//! `security_*`, `operations_*`, `scale_out_*`, `tls_*`, `write_modes_*`; the broker appears as `_mock` or
 //! `_tansu`. Fault tests (kill -9, PostgreSQL crash, disk full, table dropped, broker request
 //! errors) are in `faults.rs`.
 
@@ -30,3 +30,4 @@ mod sandbox;
 mod scale_out;
 mod selftest;
 mod tls;
+mod write_modes;

@@ -108,7 +108,11 @@ fn wait_version(pg: &Pg, t: &Table, version: &str, sink: &mut Sink) {
 /// (message `seq` has id `seq + 1`).
 fn produce_ids(spec: ProducerSpec, topic: &str, rate: u64) -> BackgroundProducer {
     BackgroundProducer::paced(spec, topic, rate, |i| {
-        Some((None, format!("{{\"id\":{}}}", i + 1).into_bytes()))
+        Some((
+            None,
+            None,
+            Some(format!("{{\"id\":{}}}", i + 1).into_bytes()),
+        ))
     })
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
-use crate::config::{self, MetricsAddress, SinkConfig};
+use crate::config::{self, MetricsAddress, SinkConfig, WriteMode};
 use crate::converter::{ConverterSpec, Table};
 use crate::kafka::redact_secrets;
 use crate::postgres::{self, Target};
@@ -120,12 +120,20 @@ async fn check(config: &SinkConfig, broker_timeout: Duration) -> Vec<CheckLine> 
                 Ok(false) => lines.push(pass("schema", "the pgsink schema is missing or older than this pgsink; pgsink run installs or upgrades it (or run pgsink sql install)")),
                 Err(error) => lines.push(fail("schema", error.to_string(), "grant the sink's user USAGE on schema pgsink")),
             }
-            match Target::resolve(&client, &db.schema, &db.table, &db.columns).await {
+            match Target::resolve(&client, db).await {
                 Ok(target) => {
+                    let needed = match db.write_mode {
+                        WriteMode::Append => "INSERT",
+                        // SELECT: the merge reads the key columns to match rows.
+                        WriteMode::Upsert => "SELECT, INSERT, UPDATE, DELETE",
+                        WriteMode::Ignore => "SELECT, INSERT, DELETE",
+                    };
                     let privilege = client
                         .query_one(
-                            "SELECT has_table_privilege($1, 'INSERT')",
-                            &[&target.qualified()],
+                            "SELECT bool_and(has_table_privilege($1, p))
+                                    AND (NOT $3 OR has_database_privilege(current_database(), 'TEMPORARY'))
+                               FROM unnest(string_to_array($2, ', ')) p",
+                            &[&target.qualified(), &needed, &db.write_mode.is_keyed()],
                         )
                         .await
                         .map(|row| row.get::<_, bool>(0));
@@ -137,16 +145,20 @@ async fn check(config: &SinkConfig, broker_timeout: Duration) -> Vec<CheckLine> 
                         .collect();
                     let key: Vec<&str> =
                         target.key.iter().map(|&k| target.columns[k as usize].as_str()).collect();
-                    let key = match key.is_empty() {
-                        true => "no primary key among these columns".to_string(),
-                        false => format!("key {}", key.join(", ")),
+                    let key = match (key.is_empty(), &target.key_index) {
+                        (true, _) => "no primary key among these columns".to_string(),
+                        (false, None) => format!("key {}", key.join(", ")),
+                        (false, Some(index)) => format!("key {} (unique index {index})", key.join(", ")),
                     };
+                    let mode = format!("write mode {}", db.write_mode);
                     match privilege {
-                        Ok(true) => lines.push(pass("table", format!("{} ({}; {key})", target.qualified(), described.join(", ")))),
+                        Ok(true) => lines.push(pass("table", format!("{} ({}; {key}; {mode})", target.qualified(), described.join(", ")))),
                         Ok(false) => lines.push(fail(
                             "table",
-                            format!("{} exists but {} may not INSERT into it", target.qualified(), db.username),
-                            format!("GRANT INSERT ON {} TO {}", target.qualified(), postgres::quote_ident(&db.username)),
+                            format!("{} exists but {} may not {needed} on it{}", target.qualified(), db.username,
+                                if db.write_mode.is_keyed() { " or create temporary tables" } else { "" }),
+                            format!("GRANT {needed} ON {} TO {}{}", target.qualified(), postgres::quote_ident(&db.username),
+                                if db.write_mode.is_keyed() { format!("; GRANT TEMPORARY ON DATABASE {} TO {}", postgres::quote_ident(&db.database), postgres::quote_ident(&db.username)) } else { String::new() }),
                         )),
                         Err(error) => lines.push(fail("table", error.to_string(), "check the table's privileges")),
                     }

@@ -167,14 +167,14 @@ async fn redrive(
     ids: Option<Vec<i64>>,
     dry_run: bool,
 ) -> anyhow::Result<RedriveSummary> {
+    if config.db.write_mode.is_keyed() {
+        anyhow::bail!(
+            "dlq redrive appends rows, and db.write.mode = \"{}\": a re-driven message could replace a newer row of its key; replay the topic from the message's offset instead",
+            config.db.write_mode
+        );
+    }
     let mut client = postgres::connect(&config.db).await?;
-    let target = Target::resolve(
-        &client,
-        &config.db.schema,
-        &config.db.table,
-        &config.db.columns,
-    )
-    .await?;
+    let target = Target::resolve(&client, &config.db).await?;
     let spec = ConverterSpec::load(&config.converter)?;
     let mut converter = spec.instantiate(&[target.converter_table()])?;
 

@@ -42,6 +42,10 @@ impl fmt::Display for Redacted<'_> {
         writeln!(f, "db.schema = {:?}", c.db.schema)?;
         writeln!(f, "db.table = {:?}", c.db.table)?;
         writeln!(f, "db.columns = {:?}", c.db.columns)?;
+        writeln!(f, "db.write.mode = \"{}\"", c.db.write_mode)?;
+        if let Some(keys) = &c.db.key_columns {
+            writeln!(f, "db.key.columns = {keys:?}")?;
+        }
         writeln!(f, "db.sslmode = \"{}\"", c.db.sslmode)?;
         if let Some(ca) = &c.db.sslrootcert {
             writeln!(f, "db.sslrootcert = {:?}", ca.display().to_string())?;
@@ -146,6 +150,8 @@ impl fmt::Debug for DbConfig {
             .field("schema", &self.schema)
             .field("table", &self.table)
             .field("columns", &self.columns)
+            .field("write_mode", &self.write_mode)
+            .field("key_columns", &self.key_columns)
             .field("sslmode", &self.sslmode)
             .field("sslrootcert", &self.sslrootcert)
             .finish()
@@ -164,6 +170,7 @@ impl fmt::Debug for ConverterConfig {
             .field("settings", &settings)
             .field("timeout", &self.timeout)
             .field("memory_limit", &self.memory_limit)
+            .field("write_mode", &self.write_mode)
             .finish()
     }
 }

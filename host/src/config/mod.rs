@@ -157,6 +157,11 @@ pub struct DbConfig {
     pub table: String,
     /// Target columns, names exactly as given (to be quoted as identifiers).
     pub columns: Vec<String>,
+    /// How rows are applied (`db.write.mode`).
+    pub write_mode: WriteMode,
+    /// The columns whose values identify a row (`db.key.columns`), in key order; `None`:
+    /// the table's primary key. Set only with a keyed write mode.
+    pub key_columns: Option<Vec<String>>,
     /// TLS to the database (`db.sslmode`, as libpq's; default `prefer`).
     pub sslmode: SslMode,
     /// CA bundle (PEM) that verifies the server's certificate under
@@ -197,6 +202,25 @@ pub enum Delivery {
     Synchronized,
 }
 
+/// How rows reach the table (`db.write.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum WriteMode {
+    /// COPY straight into the table; a delete is refused (dead-lettered).
+    #[default]
+    Append,
+    /// The row of a key is the last one seen; deletes remove it.
+    Upsert,
+    /// The first row of a key stays; later rows of that key are dropped until a delete.
+    Ignore,
+}
+
+impl WriteMode {
+    /// True when rows are applied by key (staged and merged), so deletes can be applied.
+    pub fn is_keyed(self) -> bool {
+        self != WriteMode::Append
+    }
+}
+
 /// What happens to a message the converter or the database rejects (`errors.tolerance`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ErrorTolerance {
@@ -227,6 +251,9 @@ pub struct ConverterConfig {
     /// Whether the converter sees the host's wall clock (`plugin.clock`,
     /// default false: its wall clock reads the Unix epoch).
     pub wall_clock: bool,
+    /// How the sink applies the converter's rows (`db.write.mode`): whether a row may delete,
+    /// and whether every row needs its key.
+    pub write_mode: WriteMode,
 }
 
 impl Default for ConverterConfig {
@@ -237,6 +264,7 @@ impl Default for ConverterConfig {
             timeout: Some(Duration::from_millis(DEFAULT_CONVERTER_TIMEOUT_MS)),
             memory_limit: DEFAULT_CONVERTER_MEMORY_MB as usize * MEGABYTE,
             wall_clock: false,
+            write_mode: WriteMode::Append,
         }
     }
 }

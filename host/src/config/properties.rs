@@ -27,6 +27,8 @@ const DIRECT: &[&str] = &[
     "db.json.envelope",
     "db.json.tombstone",
     "db.json.cast",
+    "db.write.mode",
+    "db.key.columns",
     "db.delivery",
     "db.buffer.size",
     "db.sslmode",

@@ -65,6 +65,10 @@ pub(super) struct Schema {
     pub db_json_tombstone: Option<String>,
     #[serde(rename = "db.json.cast")]
     pub db_json_cast: Option<String>,
+    #[serde(rename = "db.write.mode")]
+    pub db_write_mode: Option<String>,
+    #[serde(rename = "db.key.columns")]
+    pub db_key_columns: Option<StringList>,
     #[serde(rename = "db.delivery")]
     pub db_delivery: Option<String>,
     #[serde(rename = "db.buffer.size")]

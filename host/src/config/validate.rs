@@ -13,7 +13,7 @@ use super::values::{
 };
 use super::{
     ConfigError, ConverterConfig, DbConfig, Delivery, ErrorTolerance, SinkConfig, SslMode,
-    DEFAULT_AUTO_OFFSET_RESET, DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_BUFFER_SIZE,
+    WriteMode, DEFAULT_AUTO_OFFSET_RESET, DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_BUFFER_SIZE,
     DEFAULT_CONVERTER_MEMORY_MB, DEFAULT_CONVERTER_TIMEOUT_MS, DEFAULT_FLUSH_INTERVAL_MS,
     DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SCHEMA, DEFAULT_TASKS, FORBIDDEN_KAFKA_KEYS, JSON_SETTINGS,
     MEGABYTE, MIN_BUFFER_SIZE, MIN_CONVERTER_MEMORY_MB, PARSE_PATHS_SETTING,
@@ -53,7 +53,7 @@ pub(super) fn sink(s: &Schema, key_names: KeyNames) -> Result<SinkConfig, Config
     let db = db(s)?;
     let (delivery, buffer_size, flush_interval) = delivery(s, key_names)?;
     let (errors_tolerance, max_dead_letters_per_minute) = errors(s)?;
-    let converter = converter(s, db.columns.len())?;
+    let converter = converter(s, db.columns.len(), db.write_mode)?;
     let kafka = kafka(s, name.as_deref(), &db)?;
     Ok(SinkConfig {
         name,
@@ -206,6 +206,8 @@ fn db(s: &Schema) -> Result<DbConfig, ConfigError> {
             ),
         ));
     }
+    let columns = names("db.columns", "column", present(&s.db_columns))?;
+    let (write_mode, key_columns) = write_mode(s, &columns)?;
     Ok(DbConfig {
         host,
         port,
@@ -214,10 +216,43 @@ fn db(s: &Schema) -> Result<DbConfig, ConfigError> {
         password: s.db_password.clone().filter(|p| !p.is_empty()),
         schema,
         table: non_empty("db.table", present(&s.db_table).as_str())?,
-        columns: names("db.columns", "column", present(&s.db_columns))?,
+        columns,
+        write_mode,
+        key_columns,
         sslmode,
         sslrootcert,
     })
+}
+
+/// `db.write.mode` and `db.key.columns`: how rows are applied, and the key they are applied by.
+fn write_mode(
+    s: &Schema,
+    columns: &[String],
+) -> Result<(WriteMode, Option<Vec<String>>), ConfigError> {
+    let mode: WriteMode = choice("db.write.mode", &s.db_write_mode, |mode| match mode {
+        "insert" => " (append is COPY; upsert replaces a key's row)",
+        "update" | "merge" => " (upsert inserts a new key and replaces an existing one)",
+        _ => "",
+    })?;
+    let key = "db.key.columns";
+    let Some(list) = &s.db_key_columns else {
+        return Ok((mode, None));
+    };
+    if !mode.is_keyed() {
+        return Err(invalid(
+            key,
+            "is used only with db.write.mode = \"upsert\" or \"ignore\"; \"append\" \
+             loads every row as it is",
+        ));
+    }
+    let keys = names(key, "column", list)?;
+    if let Some(stray) = keys.iter().find(|k| !columns.contains(k)) {
+        return Err(invalid(
+            key,
+            format!("`{stray}` is not one of db.columns (the key must be loaded to be matched)"),
+        ));
+    }
+    Ok((mode, Some(keys)))
 }
 
 /// `db.delivery`, `db.buffer.size` and `flush.interval.ms`: when rows are written.
@@ -307,7 +342,11 @@ fn json_names(s: &Schema) -> Result<Vec<(String, String)>, ConfigError> {
 }
 
 /// `plugin.*` and `db.json.*`: the converter, its settings and limits.
-fn converter(s: &Schema, columns: usize) -> Result<ConverterConfig, ConfigError> {
+fn converter(
+    s: &Schema,
+    columns: usize,
+    write_mode: WriteMode,
+) -> Result<ConverterConfig, ConfigError> {
     let mut settings = Vec::new();
     if let Some(paths) = &s.db_json_parse {
         if paths.trim().is_empty() {
@@ -374,6 +413,7 @@ fn converter(s: &Schema, columns: usize) -> Result<ConverterConfig, ConfigError>
         timeout,
         memory_limit,
         wall_clock: s.plugin_clock.unwrap_or(false),
+        write_mode,
     })
 }
 

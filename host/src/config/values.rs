@@ -12,7 +12,7 @@ use std::str::FromStr;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::{ConfigError, Delivery, ErrorTolerance, SslMode, DEFAULT_PORT};
+use super::{ConfigError, Delivery, ErrorTolerance, SslMode, WriteMode, DEFAULT_PORT};
 
 /// A whole number written as an integer or as a string (`8000000` or `"8000000"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -383,6 +383,13 @@ named!(
     Synchronized => "synchronized",
 );
 named!(ErrorTolerance, "`none` or `all`", None => "none", All => "all");
+named!(
+    WriteMode,
+    "`append`, `upsert` or `ignore`",
+    Append => "append",
+    Upsert => "upsert",
+    Ignore => "ignore",
+);
 named!(
     SslMode,
     "`disable`, `prefer`, `require` or `verify-full`",

@@ -54,11 +54,17 @@ impl Conversion {
 }
 
 /// Attributes the rows of `converted` to its `messages` and `tables`, keeping the messages
-/// whose rows are all well formed. The sink appends every row to its first table: an
-/// `insert` or `upsert` row is loaded as it is (an upsert into a table with a key needs
-/// its key); a `delete` fails its message. Only a broken contract counts as the
+/// whose rows are all well formed and applicable. An appending sink (`keyed` false) loads
+/// an `insert` or `upsert` row as it is (an upsert into a table with a key needs its key)
+/// and fails a message with a `delete`; a sink that applies rows by key (`keyed`) takes
+/// every operation, and every row needs its key. Only a broken contract counts as the
 /// converter's fault: a row the sink cannot apply is the message's.
-pub fn attribute(converted: Converted, messages: usize, tables: &[Table]) -> Conversion {
+pub fn attribute(
+    converted: Converted,
+    messages: usize,
+    tables: &[Table],
+    keyed: bool,
+) -> Conversion {
     let Converted {
         copy_text,
         runs,
@@ -116,7 +122,8 @@ pub fn attribute(converted: Converted, messages: usize, tables: &[Table]) -> Con
                     let (run, take) = runs.take(left);
                     let end = newlines.nth(take as usize - 1).expect("counted above") + 1;
                     if checked.is_ok() {
-                        checked = check_run(&copy_text[segment_start..end], run, row, tables);
+                        checked =
+                            check_run(&copy_text[segment_start..end], run, row, tables, keyed);
                         push_run(&mut out.runs, run);
                     }
                     segment_start = end;
@@ -250,8 +257,15 @@ impl Refusal {
     }
 }
 
-/// Checks the rows of one run inside a message: `first_row` numbers them in the message.
-fn check_run(text: &[u8], run: RowRun, first_row: u32, tables: &[Table]) -> Result<(), Refusal> {
+/// Checks the rows of one run inside a message: `first_row` numbers them in the message;
+/// `keyed`: the sink applies rows by key.
+fn check_run(
+    text: &[u8],
+    run: RowRun,
+    first_row: u32,
+    tables: &[Table],
+    keyed: bool,
+) -> Result<(), Refusal> {
     let Some(table) = tables.get(run.table as usize) else {
         return Err(Refusal::Fault(format!(
             "the converter sent row {first_row} to table {} but the sink writes {}",
@@ -263,25 +277,28 @@ fn check_run(text: &[u8], run: RowRun, first_row: u32, tables: &[Table]) -> Resu
         )));
     };
     check_rows(text, table.columns.len()).map_err(Refusal::Fault)?;
-    match run.operation {
-        Operation::Insert => Ok(()),
-        Operation::Delete => Err(Refusal::Rejected(format!(
-            "row {first_row} is a delete, and the sink only appends rows to \"{}\".\"{}\"",
-            table.schema, table.name
-        ))),
-        Operation::Upsert => {
-            for (n, row) in text[..text.len() - 1].split(|&b| b == b'\n').enumerate() {
-                if let Some(column) = table.key.iter().find(|&&k| null_field(row, k as usize)) {
-                    return Err(Refusal::Rejected(format!(
-                        "row {} is an upsert with NULL in the key column {}",
-                        first_row as usize + n,
-                        table.columns[*column as usize].name
-                    )));
-                }
-            }
-            Ok(())
+    let operation = match run.operation {
+        Operation::Delete if !keyed => {
+            return Err(Refusal::Rejected(format!(
+                "row {first_row} is a delete, and db.write.mode = \"append\" only appends rows \
+                 to \"{}\".\"{}\" (upsert or ignore apply deletes)",
+                table.schema, table.name
+            )))
+        }
+        Operation::Insert if !keyed => return Ok(()),
+        Operation::Insert | Operation::Upsert => "an upsert",
+        Operation::Delete => "a delete",
+    };
+    for (n, row) in text[..text.len() - 1].split(|&b| b == b'\n').enumerate() {
+        if let Some(column) = table.key.iter().find(|&&k| null_field(row, k as usize)) {
+            return Err(Refusal::Rejected(format!(
+                "row {} is {operation} with NULL in the key column {}",
+                first_row as usize + n,
+                table.columns[*column as usize].name
+            )));
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -323,7 +340,7 @@ mod tests {
     fn check(converted: Converted, messages: usize, columns: usize) -> Conversion {
         let names: Vec<String> = (0..columns).map(|c| format!("c{c}")).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        attribute(converted, messages, &[table(&names, &[])])
+        attribute(converted, messages, &[table(&names, &[])], false)
     }
 
     #[test]
@@ -431,6 +448,7 @@ mod tests {
             ),
             5,
             &tables,
+            false,
         );
         assert_eq!(
             String::from_utf8(c.copy_text).unwrap(),
@@ -456,7 +474,7 @@ mod tests {
         assert!(
             c.failed[1]
                 .1
-                .contains("row 1 is a delete, and the sink only appends rows to \"public\".\"t\""),
+                .contains("row 1 is a delete, and db.write.mode = \"append\" only appends rows to \"public\".\"t\""),
             "{}",
             c.failed[1].1
         );
@@ -466,13 +484,51 @@ mod tests {
         );
     }
 
+    /// A sink that applies rows by key takes deletes, and then every row needs its key: an
+    /// insert is applied by key too.
+    #[test]
+    fn a_keyed_sink_takes_deletes_and_needs_every_key() {
+        let tables = [table(&["id", "v"], &[0])];
+        let c = attribute(
+            converted(
+                "1\ta\n\\N\tb\n3\t\\N\n\\N\t\\N\n",
+                vec![run(2, 0, Operation::Insert), run(2, 0, Operation::Delete)],
+                vec![Outcome::Rows(1); 4],
+            ),
+            4,
+            &tables,
+            true,
+        );
+        assert_eq!(c.copy_text, b"1\ta\n3\t\\N\n");
+        assert_eq!(c.row_messages, [0, 2]);
+        assert_eq!(
+            c.runs,
+            [run(1, 0, Operation::Insert), run(1, 0, Operation::Delete)]
+        );
+        let reasons: Vec<&str> = c.failed.iter().map(|(_, r)| r.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "row 1 is an upsert with NULL in the key column id",
+                "row 1 is a delete with NULL in the key column id"
+            ]
+        );
+        assert_eq!(c.faults, 0);
+    }
+
     /// Messages converted one at a time (after a trap) add up to the batch's conversion:
     /// rows, their messages and their runs, with inserts and upserts interleaved.
     #[test]
     fn one_by_one_conversions_add_up() {
         let tables = [table(&["id", "v"], &[0])];
-        let one =
-            |text: &str, runs| attribute(converted(text, runs, vec![Outcome::Rows(1)]), 1, &tables);
+        let one = |text: &str, runs| {
+            attribute(
+                converted(text, runs, vec![Outcome::Rows(1)]),
+                1,
+                &tables,
+                false,
+            )
+        };
         let mut all = Conversion::default();
         all.extend_one(0, one("1\ta\n", vec![]));
         all.extend_one(1, one("2\tb\n", vec![run(1, 0, Operation::Upsert)]));
@@ -500,6 +556,7 @@ mod tests {
             ),
             2,
             &[table(&["id", "v"], &[])],
+            false,
         );
         assert_eq!(c.copy_text, b"1\ta\n");
         assert_eq!((c.rows, c.row_messages.as_slice()), (1, &[0][..]));

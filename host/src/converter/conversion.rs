@@ -24,6 +24,8 @@ pub struct Converter {
     /// that times out on everything must be caught even when every batch
     /// holds one or two messages).
     timeouts: u32,
+    /// The sink applies rows by key: deletes are allowed, and every row needs its key.
+    keyed: bool,
 }
 
 impl Converter {
@@ -42,7 +44,13 @@ impl Converter {
             limits,
             instance,
             timeouts: 0,
+            keyed: false,
         })
+    }
+
+    /// This converter, for a sink that applies rows by key (`db.write.mode` upsert or ignore).
+    pub fn keyed(self, keyed: bool) -> Self {
+        Converter { keyed, ..self }
     }
 
     /// The converter's `name version`.
@@ -61,7 +69,12 @@ impl Converter {
         match self.instance.convert(batch.batch()) {
             Ok(converted) => {
                 self.timeouts = 0;
-                Ok(attribute(converted, batch.len(), self.instance.tables()))
+                Ok(attribute(
+                    converted,
+                    batch.len(),
+                    self.instance.tables(),
+                    self.keyed,
+                ))
             }
             Err(trap) => {
                 tracing::warn!(converter = %self.label(), error = %trap, messages = batch.len(),
@@ -85,7 +98,8 @@ impl Converter {
             match self.instance.convert(batch.single(i).batch()) {
                 Ok(converted) => {
                     self.timeouts = 0;
-                    all.extend_one(i, attribute(converted, 1, self.instance.tables()));
+                    let one = attribute(converted, 1, self.instance.tables(), self.keyed);
+                    all.extend_one(i, one);
                 }
                 Err(trap) => {
                     if matches!(trap, ConverterError::Timeout { .. }) {

@@ -24,7 +24,7 @@ mod spec;
 pub(crate) mod tests;
 
 pub use attribution::Conversion;
-pub use bindings::{Batch, Column, Header, Message, Operation, Span, Table};
+pub use bindings::{Batch, Column, Header, Message, Operation, RowRun, Span, Table};
 pub use conversion::Converter;
 pub use error::ConverterError;
 pub use runtime::Runtime;

@@ -8,7 +8,7 @@ use super::conversion::Converter;
 use super::error::ConverterError;
 use super::runtime::{ConverterComponent, Runtime};
 use super::sandbox::ConverterLimits;
-use crate::config::ConverterConfig;
+use crate::config::{ConverterConfig, WriteMode};
 
 /// Everything a pipeline needs to build its converter.
 #[derive(Clone)]
@@ -21,6 +21,8 @@ pub struct ConverterSpec {
     pub limits: ConverterLimits,
     /// Counts hot-reload swaps: 0 for the converter the sink started with.
     pub version: u64,
+    /// How the sink applies rows (what a row's operation may be).
+    pub write_mode: WriteMode,
 }
 
 impl ConverterSpec {
@@ -52,16 +54,18 @@ impl ConverterSpec {
             settings: config.settings.clone(),
             limits: ConverterLimits::from(config),
             version,
+            write_mode: config.write_mode,
         })
     }
 
     /// A configured instance of this converter for `tables`.
     pub fn instantiate(&self, tables: &[Table]) -> Result<Converter, ConverterError> {
-        Converter::new(
+        Ok(Converter::new(
             self.component.clone(),
             self.settings.clone(),
             tables.to_vec(),
             self.limits,
-        )
+        )?
+        .keyed(self.write_mode.is_keyed()))
     }
 }

@@ -203,8 +203,9 @@ pub fn end_offsets(delivered: &[Delivered]) -> BTreeMap<(String, i32), i64> {
     ends
 }
 
-/// A key (None: null) and a value, made by a [`BackgroundProducer`] for each message.
-pub type Keyed = (Option<Vec<u8>>, Vec<u8>);
+/// A partition (None: the partitioner's choice), a key and a value (None: null, a
+/// tombstone), made by a [`BackgroundProducer`] for each message.
+pub type Keyed = (Option<i32>, Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// Produces messages on a thread at about `rate` messages per second while the test does other
 /// things. Dropping it abandons production (no flush, so a broker that is down does not hold
@@ -223,8 +224,9 @@ impl BackgroundProducer {
         BackgroundProducer::paced(spec, topic, rate, move |_| {
             let id = ids.next()?;
             Some((
+                None,
                 Some(id.to_string().into_bytes()),
-                std_message(id).into_bytes(),
+                Some(std_message(id).into_bytes()),
             ))
         })
     }
@@ -248,10 +250,10 @@ impl BackgroundProducer {
                 if stop2.load(Ordering::Relaxed) || abandon2.load(Ordering::Relaxed) {
                     break;
                 }
-                let Some((key, value)) = message(i) else {
+                let Some((partition, key, value)) = message(i) else {
                     break;
                 };
-                p.send(&topic, None, key.as_deref(), Some(&value));
+                p.send(&topic, partition, key.as_deref(), value.as_deref());
                 let due = Duration::from_secs_f64(i as f64 / rate as f64);
                 let now = t0.elapsed();
                 if due > now {

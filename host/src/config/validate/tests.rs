@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::super::test_support::{assert_contains, err, err_text, ok, BASE};
-use super::super::{parse_toml, Delivery, ErrorTolerance, SslMode};
+use super::super::{parse_toml, Delivery, ErrorTolerance, SslMode, WriteMode};
 
 #[test]
 fn defaults() {
@@ -372,5 +372,46 @@ fn dead_letter_limit() {
     assert_contains(
         &err("errors.deadletter.max.per.hour = 1"),
         "unknown field `hour`, expected `minute`",
+    );
+}
+
+#[test]
+fn write_mode_and_key_columns() {
+    let c = ok("");
+    assert_eq!(
+        (c.db.write_mode, &c.db.key_columns),
+        (WriteMode::Append, &None)
+    );
+    assert_eq!(c.converter.write_mode, WriteMode::Append);
+    let c = ok("db.write.mode = \" Upsert \"\ndb.key.columns = \"total, id\"");
+    assert_eq!(c.db.write_mode, WriteMode::Upsert);
+    assert_eq!(
+        c.converter.write_mode,
+        WriteMode::Upsert,
+        "the converter's rows follow it"
+    );
+    assert_eq!(
+        c.db.key_columns.as_deref(),
+        Some(&["total".to_string(), "id".to_string()][..])
+    );
+    assert_eq!(
+        ok("db.write.mode = \"ignore\"").db.write_mode,
+        WriteMode::Ignore
+    );
+    assert_contains(
+        &err("db.write.mode = \"insert\""),
+        "db.write.mode: unknown value `insert`; expected `append`, `upsert` or `ignore` (append is COPY",
+    );
+    assert_contains(
+        &err("db.key.columns = \"id\""),
+        "db.key.columns: is used only with db.write.mode = \"upsert\" or \"ignore\"",
+    );
+    assert_contains(
+        &err("db.write.mode = \"upsert\"\ndb.key.columns = \"id,code\""),
+        "db.key.columns: `code` is not one of db.columns",
+    );
+    assert_contains(
+        &err("db.write.mode = \"upsert\"\ndb.key.columns = \"id,id\""),
+        "db.key.columns",
     );
 }

@@ -1,0 +1,343 @@
+//! The flush transaction: rows streamed into one COPY as they are converted, then the dead
+//! letters and the fenced offset moves, then COMMIT. In a keyed write mode the COPY goes into
+//! the connection's staging table and [`merge`](super::merge) applies it before the rest.
+
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tokio_postgres::{Client, CopyInSink, Statement};
+
+use super::merge::Merge;
+use super::{connect, describe, storable_text, DbError, DeadLetter, Target};
+use crate::config::DbConfig;
+use crate::ledger::OffsetMove;
+
+/// What one flush writes, all in one transaction.
+#[derive(Debug, Default)]
+pub struct FlushData<'a> {
+    /// COPY text chunks of the rows.
+    pub copy_chunks: &'a [Bytes],
+    pub dead_letters: &'a [DeadLetter],
+    /// Offset moves (synchronized delivery only; empty otherwise).
+    pub offsets: &'a [OffsetMove],
+    /// The converter's `name version`, recorded with dead letters.
+    pub plugin: &'a str,
+    /// The converter's hash, recorded with dead letters and offsets.
+    pub plugin_hash: &'a str,
+    /// Whether any of the rows deletes (keyed write modes).
+    pub deletes: bool,
+}
+
+/// A connection with the statements a flush uses, prepared once.
+///
+/// A flush is one transaction. Its COPY is *streamed*: [`stream`](Self::stream)
+/// sends rows as soon as they are converted, so PostgreSQL parses and stores
+/// them while the next batch is converted; [`finish`](Self::finish) adds the
+/// dead letters and offsets and commits. [`flush`](Self::flush) does all of it
+/// at once from buffered rows (to retry on a new connection).
+pub struct Writer {
+    client: Client,
+    target: Target,
+    /// The COPY of a flush's rows: into the table, or into the staging table when keyed.
+    copy: Statement,
+    /// A keyed write mode's statements; `None` in append mode.
+    merge: Option<Merge>,
+    dead_letters: Statement,
+    commit_offsets: Statement,
+    describe: String,
+    /// A transaction is open.
+    in_transaction: bool,
+    /// The COPY of the open transaction, while rows are being streamed.
+    copy_sink: Option<Pin<Box<CopyInSink<Bytes>>>>,
+}
+
+impl Writer {
+    /// Connects and prepares the flush statements for `target`, written as `db.write.mode`
+    /// says (a keyed mode creates the connection's staging table, sized for flushes of about
+    /// `buffer_size` bytes).
+    pub async fn connect(
+        db: &DbConfig,
+        target: Target,
+        buffer_size: usize,
+    ) -> Result<Writer, DbError> {
+        let describe = describe(db);
+        let client = connect(db).await?;
+        let err = |e| DbError::classify(e, &describe);
+        let merge = db
+            .write_mode
+            .is_keyed()
+            .then(|| Merge::new(&target, db.write_mode, buffer_size));
+        let copy = match &merge {
+            Some(merge) => {
+                client.batch_execute(&merge.session).await.map_err(err)?;
+                client.batch_execute(&merge.create).await.map_err(err)?;
+                client.prepare(&merge.copy).await.map_err(err)?
+            }
+            None => client
+                .prepare(&target.copy_statement())
+                .await
+                .map_err(err)?,
+        };
+        let dead_letters = client
+            .prepare(
+                "INSERT INTO pgsink.dead_letters (table_schema, table_name, topic, partition, \"offset\",
+                     message_timestamp, key, value, reason, plugin, plugin_hash)
+                 SELECT $1, $2, d.topic, d.partition, d.off,
+                        to_timestamp(d.ts / 1000.0), d.key, d.value, d.reason, $10, $11
+                   FROM unnest($3::text[], $4::int[], $5::bigint[], $6::bigint[], $7::bytea[], $8::bytea[], $9::text[])
+                        AS d(topic, partition, off, ts, key, value, reason)",
+            )
+            .await
+            .map_err(err)?;
+        let commit_offsets = client
+            .prepare("SELECT pgsink.commit_offsets($1, $2, $3, $4, $5, $6, $7)")
+            .await
+            .map_err(err)?;
+        Ok(Writer {
+            client,
+            target,
+            copy,
+            merge,
+            dead_letters,
+            commit_offsets,
+            describe,
+            in_transaction: false,
+            copy_sink: None,
+        })
+    }
+
+    /// The target table.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    fn error(&self, e: tokio_postgres::Error) -> DbError {
+        DbError::classify(e, &self.describe)
+    }
+
+    async fn begin(&mut self) -> Result<(), DbError> {
+        if !self.in_transaction {
+            self.client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(|e| self.error(e))?;
+            self.in_transaction = true;
+        }
+        Ok(())
+    }
+
+    /// Sends rows into the open transaction's COPY, opening both if needed.
+    pub async fn stream(&mut self, rows: Bytes) -> Result<(), DbError> {
+        self.begin().await?;
+        if self.copy_sink.is_none() {
+            let sink = self
+                .client
+                .copy_in::<_, Bytes>(&self.copy)
+                .await
+                .map_err(|e| self.error(e))?;
+            self.copy_sink = Some(Box::pin(sink));
+        }
+        let sink = self.copy_sink.as_mut().expect("opened above");
+        let sent = sink.send(rows).await;
+        sent.map_err(|e| self.error(e))
+    }
+
+    /// Ends the COPY, writes dead letters and offset moves, and commits.
+    pub async fn finish(&mut self, data: &FlushData<'_>) -> Result<(), DbError> {
+        let result = self.finish_inner(data).await;
+        if result.is_err() {
+            self.abort().await;
+        }
+        result
+    }
+
+    async fn finish_inner(&mut self, data: &FlushData<'_>) -> Result<(), DbError> {
+        self.begin().await?;
+        if let Some(mut sink) = self.copy_sink.take() {
+            let finished = sink.as_mut().finish().await;
+            finished.map_err(|e| self.error(e))?;
+        }
+        self.apply_staged(data.deletes).await?;
+        if !data.dead_letters.is_empty() {
+            let d = data.dead_letters;
+            let topics: Vec<&str> = d.iter().map(|l| l.topic.as_str()).collect();
+            let partitions: Vec<i32> = d.iter().map(|l| l.partition).collect();
+            let offsets: Vec<i64> = d.iter().map(|l| l.offset).collect();
+            let timestamps: Vec<Option<i64>> = d.iter().map(|l| l.timestamp).collect();
+            let keys: Vec<Option<&[u8]>> = d.iter().map(|l| l.key.as_deref()).collect();
+            let values: Vec<Option<&[u8]>> = d.iter().map(|l| l.value.as_deref()).collect();
+            let reasons: Vec<&str> = d.iter().map(|l| l.reason.as_str()).collect();
+            let plugin_text = storable_text(data.plugin);
+            let plugin: &str = &plugin_text;
+            self.client
+                .execute(
+                    &self.dead_letters,
+                    &[
+                        &self.target.schema,
+                        &self.target.table,
+                        &topics,
+                        &partitions,
+                        &offsets,
+                        &timestamps,
+                        &keys,
+                        &values,
+                        &reasons,
+                        &plugin,
+                        &data.plugin_hash,
+                    ],
+                )
+                .await
+                .map_err(|e| self.error(e))?;
+        }
+        if !data.offsets.is_empty() {
+            let o = data.offsets;
+            let topics: Vec<&str> = o.iter().map(|m| m.topic.as_str()).collect();
+            let partitions: Vec<i32> = o.iter().map(|m| m.partition).collect();
+            let from: Vec<i64> = o.iter().map(|m| m.from).collect();
+            let next: Vec<i64> = o.iter().map(|m| m.next).collect();
+            self.client
+                .execute(
+                    &self.commit_offsets,
+                    &[
+                        &self.target.schema,
+                        &self.target.table,
+                        &topics,
+                        &partitions,
+                        &from,
+                        &next,
+                        &data.plugin_hash,
+                    ],
+                )
+                .await
+                .map_err(|e| self.error(e))?;
+        }
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| self.error(e))?;
+        self.in_transaction = false;
+        Ok(())
+    }
+
+    /// Abandons the open transaction, if any (its COPY is cancelled).
+    pub async fn abort(&mut self) {
+        self.copy_sink = None;
+        if self.in_transaction {
+            if let Err(error) = self.client.batch_execute("ROLLBACK").await {
+                tracing::debug!(%error, "ROLLBACK failed (the connection is probably gone)");
+            }
+            self.in_transaction = false;
+        }
+    }
+
+    /// In a new transaction, COPYs `groups` (each the rows of one message),
+    /// bisecting with savepoints around every group range PostgreSQL rejects,
+    /// until each rejected group stands alone. Returns the rejected groups
+    /// with PostgreSQL's reason; the transaction stays open for
+    /// [`finish`](Self::finish). In a keyed write mode each range is applied as it is loaded
+    /// (a merge can refuse a row too: NOT NULL, CHECK, a foreign key); ranges go left to
+    /// right, so the accepted rows are applied in their order.
+    pub async fn copy_isolating(
+        &mut self,
+        groups: &[Bytes],
+    ) -> Result<Vec<(usize, String)>, DbError> {
+        self.abort().await;
+        self.begin().await?;
+        let mut rejected = Vec::new();
+        let mid = groups.len() / 2;
+        let mut ranges = vec![(mid, groups.len()), (0, mid)];
+        while let Some((lo, hi)) = ranges.pop() {
+            if lo >= hi {
+                continue;
+            }
+            let loaded = self.copy_savepoint(&groups[lo..hi]).await;
+            match loaded {
+                Ok(()) => {}
+                Err(DbError::Data(reason)) if hi - lo == 1 => rejected.push((lo, reason)),
+                Err(DbError::Data(_)) => {
+                    let mid = lo + (hi - lo) / 2;
+                    ranges.push((mid, hi));
+                    ranges.push((lo, mid));
+                }
+                Err(error) => {
+                    self.abort().await;
+                    return Err(error);
+                }
+            }
+        }
+        Ok(rejected)
+    }
+
+    /// In a keyed write mode, applies the staged rows to the table (`deletes`: whether any of
+    /// them deletes) and empties the staging table; nothing in append mode.
+    async fn apply_staged(&mut self, deletes: bool) -> Result<(), DbError> {
+        let Some(merge) = &self.merge else {
+            return Ok(());
+        };
+        let mut statements = Vec::with_capacity(3);
+        if deletes {
+            statements.push(&merge.delete);
+        }
+        statements.push(&merge.apply);
+        statements.push(&merge.empty);
+        for statement in statements {
+            let done = self.client.execute(statement.as_str(), &[]).await;
+            done.map_err(|e| DbError::classify(e, &self.describe))?;
+        }
+        Ok(())
+    }
+
+    /// COPYs `groups` inside a savepoint (and applies them, when keyed), rolled back if
+    /// PostgreSQL rejects a row.
+    async fn copy_savepoint(&mut self, groups: &[Bytes]) -> Result<(), DbError> {
+        self.client
+            .batch_execute("SAVEPOINT pgsink_rows")
+            .await
+            .map_err(|e| self.error(e))?;
+        let copied = async {
+            let sink = self.client.copy_in::<_, Bytes>(&self.copy).await?;
+            futures_util::pin_mut!(sink);
+            for rows in groups {
+                sink.feed(rows.clone()).await?;
+            }
+            sink.as_mut().finish().await
+        }
+        .await;
+        let copied = match copied {
+            Ok(_) => self.apply_staged(true).await,
+            Err(e) => Err(self.error(e)),
+        };
+        let outcome = match copied {
+            Ok(_) => "RELEASE SAVEPOINT pgsink_rows",
+            Err(error) => {
+                if !matches!(error, DbError::Data(_)) {
+                    return Err(error);
+                }
+                self.client
+                    .batch_execute(
+                        "ROLLBACK TO SAVEPOINT pgsink_rows; RELEASE SAVEPOINT pgsink_rows",
+                    )
+                    .await
+                    .map_err(|e| self.error(e))?;
+                return Err(error);
+            }
+        };
+        self.client
+            .batch_execute(outcome)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    /// Writes rows, dead letters and offset moves in ONE transaction, from scratch.
+    pub async fn flush(&mut self, data: &FlushData<'_>) -> Result<(), DbError> {
+        self.abort().await;
+        for chunk in data.copy_chunks {
+            if let Err(error) = self.stream(chunk.clone()).await {
+                self.abort().await;
+                return Err(error);
+            }
+        }
+        self.finish(data).await
+    }
+}

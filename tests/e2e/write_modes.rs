@@ -1,0 +1,440 @@
+//! Keyed write modes (`db.write.mode = upsert | ignore`) against real PostgreSQL: the table
+//! must always equal a model that applies the topic's messages one by one in offset order —
+//! after every kill -9 (up to the stored offsets) and at the end — with repeated keys inside
+//! one flush, deletes of absent keys, a key of every column, a partitioned table, and rows the
+//! merge refuses going to the dead letters.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// One message of a keyed topic: `value` None is a tombstone (a delete).
+#[derive(Clone, Debug)]
+struct Change {
+    partition: i32,
+    offset: i64,
+    id: i64,
+    value: Option<String>,
+}
+
+/// The table a keyed sink must leave after applying `changes` below `stored` (per partition),
+/// one by one: id → v. Upsert: the last value wins; ignore: the first value after the key's
+/// last delete (or an existing row) stays; a tombstone removes the key.
+fn model(
+    changes: &[Change],
+    stored: &BTreeMap<(String, i32), i64>,
+    topic: &str,
+    mode: &str,
+) -> BTreeMap<i64, String> {
+    let mut table = BTreeMap::new();
+    for c in changes {
+        let below = stored
+            .get(&(topic.to_string(), c.partition))
+            .is_some_and(|&next| c.offset < next);
+        if !below {
+            continue;
+        }
+        match (&c.value, mode) {
+            (None, _) => {
+                table.remove(&c.id);
+            }
+            (Some(v), "upsert") => {
+                table.insert(c.id, v.clone());
+            }
+            (Some(v), _) => {
+                table.entry(c.id).or_insert_with(|| v.clone());
+            }
+        }
+    }
+    table
+}
+
+/// The table's rows, id → v.
+fn rows(pg: &Pg, table: &Table) -> BTreeMap<i64, String> {
+    pg.query(&format!("SELECT id, v FROM {}", table.qualified()), &[])
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// `n` changes over `keys` keys, one in ten a tombstone, in a seeded order, each key on the
+/// partition `id % partitions` (as a keyed producer places them), at the offsets they will
+/// get in a new topic.
+fn plan_changes(n: u64, keys: i64, partitions: i32, seed: u64) -> Vec<Change> {
+    let mut state = seed;
+    let mut next = vec![0i64; partitions as usize];
+    (0..n)
+        .map(|seq| {
+            // xorshift: reproducible from the seed the test prints.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let id = (state % keys as u64) as i64;
+            let partition = (id % i64::from(partitions)) as i32;
+            let offset = next[partition as usize];
+            next[partition as usize] += 1;
+            Change {
+                partition,
+                offset,
+                id,
+                value: (state % 10 != 3).then(|| format!("v{seq}")),
+            }
+        })
+        .collect()
+}
+
+/// A change as a Kafka message: key `{"id": N}`, value `{"v": …}` or null.
+fn message(change: &Change) -> Keyed {
+    let id = change.id;
+    (
+        Some(change.partition),
+        Some(format!("{{\"id\": {id}}}").into_bytes()),
+        change
+            .value
+            .as_ref()
+            .map(|v| format!("{{\"v\": \"{v}\", \"id\": {id}}}").into_bytes()),
+    )
+}
+
+/// A keyed sink of `{"id": N}` keys and `{"v": …}` values (tombstones delete) into `table`.
+fn keyed_config(table: &Table, topic: &str, broker: &Broker, group: &str, mode: &str) -> SinkToml {
+    let mut cfg = SinkToml::new(table, &[topic], broker, group)
+        .line(&format!("db.write.mode = \"{mode}\""))
+        .line("db.json.tombstone = \"delete\"");
+    cfg.parse = "#key/@id, /@v".to_string();
+    cfg
+}
+
+/// Sends `history` to partition 0 of `topic`: keys `{"id": N}`, the values as given (None:
+/// a tombstone). Returns the end offsets.
+fn send_history(
+    broker: &Broker,
+    topic: &str,
+    history: &[(i64, Option<String>)],
+) -> BTreeMap<(String, i32), i64> {
+    let mut producer = broker.producer(false);
+    for (id, value) in history {
+        let key = format!("{{\"id\": {id}}}");
+        producer.send(
+            topic,
+            Some(0),
+            Some(key.as_bytes()),
+            value.as_deref().map(str::as_bytes),
+        );
+    }
+    end_offsets(&producer.flush())
+}
+
+/// Runs a sink of `cfg` until its stored offsets are `ends`, then stops it.
+fn run_to(ctx: &Ctx, pg: &Pg, label: &str, cfg: &SinkToml, ends: &BTreeMap<(String, i32), i64>) {
+    let mut sink = ctx.sink(label).toml(&cfg.render()).start();
+    wait_for(LONG, "the offsets past the history", || {
+        &pg.stored_offsets(&cfg.table) == ends
+    });
+    sink.stop_ok();
+}
+
+/// id → v, for comparing with [`rows`].
+fn live(rows: &[(i64, &str)]) -> BTreeMap<i64, String> {
+    rows.iter().map(|(id, v)| (*id, v.to_string())).collect()
+}
+
+/// A table for `upsert` or `ignore` whose only key is `id`.
+const KEYED: [(&str, &str); 2] = [("id", "bigint PRIMARY KEY"), ("v", "text")];
+
+/// Kill -9s at seeded moments after progress while a keyed sink applies 16,000 changes over
+/// 1,000 keys, produced at 150 a second, in small flushes: after each kill the table equals
+/// the model of the messages below the stored offsets (a flush is all or nothing, with its
+/// offsets), and at the end it equals the model of the whole topic, with no dead letter.
+fn keyed_kill9(name: &str, mode: &str, kills: usize) {
+    let ctx = Ctx::new(name);
+    let broker = Broker::mock();
+    let pg = Pg::connect();
+    let table = pg.table_in("public", &ctx.table_name(), &KEYED);
+    let topic = ctx.unique("t");
+    broker.create_topic(&topic, 4);
+    let seed = 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id());
+    ctx.note(format!("seed {seed}"));
+    let planned = plan_changes(16_000, 1_000, 4, seed);
+    let to_send = planned.clone();
+    let producer = BackgroundProducer::paced(broker.producer_spec(false), &topic, 150, move |i| {
+        to_send.get(i as usize).map(message)
+    });
+    let cfg = keyed_config(&table, &topic, &broker, &ctx.unique("g"), mode)
+        .buffer_size(2048)
+        .flush_ms(50)
+        // A SIGKILLed member stays in the group until its session times out.
+        .kafka("session.timeout.ms", "6000")
+        .render();
+
+    let mut moment = seed;
+    for k in 0..kills {
+        let label = format!("run{}", k + 1);
+        let before = pg.stored_offsets(&table);
+        let mut sink = ctx.sink(&label).toml(&cfg).start();
+        // Some progress first (the group join takes seconds), then a seeded moment within
+        // the next 400 ms: a flush open, committing, or between two.
+        wait_for(LONG, "progress past the stored offsets", || {
+            sink.assert_running("before the planned kill -9");
+            pg.stored_offsets(&table) != before
+        });
+        moment = moment.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let after = Duration::from_millis(moment % 400);
+        sink.stays_up(after, "before the planned kill -9");
+        sink.kill9();
+        let stored = pg.stored_offsets(&table);
+        ctx.note(format!(
+            "{label}: killed {after:?} after progress; stored {stored:?}"
+        ));
+        assert_eq!(
+            rows(&pg, &table),
+            model(&planned, &stored, &topic, mode),
+            "{label}: the table is not the model of the messages below the stored offsets"
+        );
+    }
+    let delivered = producer.finish();
+    for d in &delivered {
+        let c = &planned[d.seq];
+        assert_eq!(
+            (d.partition, d.offset),
+            (c.partition, c.offset),
+            "message {} landed elsewhere than the model put it",
+            d.seq
+        );
+    }
+    let ends = end_offsets(&delivered);
+    assert!(
+        pg.stored_offsets(&table) != ends,
+        "the kills all came before the end of the topic"
+    );
+    let mut last = ctx.sink("final").toml(&cfg).start();
+    wait_for(LONG, "the stored offsets at the end of the topic", || {
+        pg.stored_offsets(&table) == ends
+    });
+    last.stop_ok();
+    assert_eq!(rows(&pg, &table), model(&planned, &ends, &topic, mode));
+    assert!(pg.dead_letters(&table).is_empty());
+}
+
+#[test]
+fn write_modes_upsert_kill9_exactly_once_mock() {
+    keyed_kill9("write_modes_upsert_kill9_exactly_once_mock", "upsert", 10);
+}
+
+#[test]
+fn write_modes_ignore_kill9_exactly_once_mock() {
+    keyed_kill9("write_modes_ignore_kill9_exactly_once_mock", "ignore", 4);
+}
+
+/// A hand-written history in one partition, buffered into one flush (it is fetched as one
+/// message set, and the flush interval is longer than the fetch): the same key written
+/// several times, deleted and written again, a delete of a key that does not exist, rows that
+/// existed before. Upsert keeps the columns the sink does not fill unless the key was deleted
+/// on the way; ignore keeps the first row; a table whose columns are all key columns takes
+/// upserts and deletes too.
+#[test]
+fn write_modes_repeated_keys_in_one_flush_mock() {
+    let ctx = Ctx::new("write_modes_repeated_keys_in_one_flush_mock");
+    let broker = Broker::mock();
+    let pg = Pg::connect();
+    let topic = ctx.unique("t");
+    broker.create_topic(&topic, 1);
+    let history: Vec<(i64, Option<String>)> = [
+        (1, Some("a")),
+        (1, Some("b")),
+        (2, Some("c")),
+        (2, None),
+        (3, None), // never existed
+        (4, Some("d")),
+        (4, None),
+        (4, Some("e")),
+        (1, Some("f")),
+        (5, Some("g")),
+        (5, Some("h")),
+    ]
+    .iter()
+    .map(|(id, v)| (*id, v.map(|v| format!("{{\"v\": \"{v}\"}}"))))
+    .collect();
+    let ends = send_history(&broker, &topic, &history);
+
+    // Per mode, the rows (id, v, note) the table ends with.
+    type Rows<'a> = &'a [(i64, &'a str, &'a str)];
+    let expected: [(&str, Rows); 2] = [
+        (
+            "upsert",
+            &[
+                (1, "f", "mine"),
+                (4, "e", "new"),
+                (5, "h", "new"),
+                (6, "old6", "mine"),
+            ],
+        ),
+        (
+            "ignore",
+            &[
+                (1, "old1", "mine"),
+                (4, "e", "new"),
+                (5, "g", "new"),
+                (6, "old6", "mine"),
+            ],
+        ),
+    ];
+    for (mode, want) in expected {
+        let name = format!("{}_{mode}", ctx.table_name());
+        pg.batch(&format!(
+            "DROP TABLE IF EXISTS public.{name}; \
+             CREATE TABLE public.{name} (id bigint PRIMARY KEY, v text, note text NOT NULL DEFAULT 'new'); \
+             INSERT INTO public.{name} VALUES (1, 'old1', 'mine'), (2, 'old2', 'mine'), (4, 'old4', 'mine'), (6, 'old6', 'mine')"
+        ));
+        pg.forget_state("public", &name);
+        let table = Table {
+            schema: "public".into(),
+            name: name.clone(),
+            columns: vec!["id".into(), "v".into()],
+        };
+        let cfg = keyed_config(&table, &topic, &broker, &ctx.unique(mode), mode).flush_ms(3000);
+        run_to(&ctx, &pg, mode, &cfg, &ends);
+        let got: Vec<(i64, String, String)> = pg
+            .query(
+                &format!("SELECT id, v, note FROM public.{name} ORDER BY id"),
+                &[],
+            )
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let want: Vec<(i64, String, String)> = want
+            .iter()
+            .map(|(id, v, note)| (*id, v.to_string(), note.to_string()))
+            .collect();
+        assert_eq!(got, want, "{mode}");
+        assert!(pg.dead_letters(&table).is_empty(), "{mode}");
+    }
+
+    // Every column a key column: nothing to update, rows are there or not.
+    let name = format!("{}_pairs", ctx.table_name());
+    pg.batch(&format!(
+        "DROP TABLE IF EXISTS public.{name}; CREATE TABLE public.{name} (id bigint, v text, PRIMARY KEY (v, id))"
+    ));
+    pg.forget_state("public", &name);
+    let table = Table {
+        schema: "public".into(),
+        name: name.clone(),
+        columns: vec!["id".into(), "v".into()],
+    };
+    let mut cfg = keyed_config(&table, &topic, &broker, &ctx.unique("pairs"), "upsert")
+        .line("db.key.columns = \"v,id\"")
+        .flush_ms(3000);
+    cfg.parse = "#key/@id, #key/@id".to_string();
+    run_to(&ctx, &pg, "pairs", &cfg, &ends);
+    assert_eq!(rows(&pg, &table), live(&[(1, "1"), (4, "4"), (5, "5")]));
+}
+
+/// A partitioned table whose constraints refuse some rows: the merge's NOT NULL and CHECK
+/// violations are isolated to their messages and dead-lettered with PostgreSQL's reason; the
+/// other changes apply, in order, across the table's partitions.
+#[test]
+fn write_modes_partitioned_table_and_refused_rows_mock() {
+    let ctx = Ctx::new("write_modes_partitioned_table_and_refused_rows_mock");
+    let broker = Broker::mock();
+    let pg = Pg::connect();
+    let topic = ctx.unique("t");
+    broker.create_topic(&topic, 1);
+    let name = ctx.table_name();
+    pg.batch(&format!(
+        "DROP TABLE IF EXISTS public.{name}; \
+         CREATE TABLE public.{name} (id bigint PRIMARY KEY, v text NOT NULL CHECK (v <> 'bad')) PARTITION BY HASH (id); \
+         CREATE TABLE public.{name}_0 PARTITION OF public.{name} FOR VALUES WITH (MODULUS 2, REMAINDER 0); \
+         CREATE TABLE public.{name}_1 PARTITION OF public.{name} FOR VALUES WITH (MODULUS 2, REMAINDER 1)"
+    ));
+    pg.forget_state("public", &name);
+    let table = Table {
+        schema: "public".into(),
+        name,
+        columns: vec!["id".into(), "v".into()],
+    };
+    let history: Vec<(i64, Option<String>)> = [
+        (1, Some(r#"{"v": "a"}"#)),
+        (2, Some(r#"{"v": "bad"}"#)),
+        (3, Some(r#"{"w": 1}"#)),
+        (1, Some(r#"{"v": "b"}"#)),
+        (4, Some(r#"{"v": "c"}"#)),
+        (5, Some(r#"{"v": "d"}"#)),
+        (4, None),
+        (6, Some(r#"{"v": "good"}"#)),
+    ]
+    .iter()
+    .map(|(id, v)| (*id, v.map(str::to_string)))
+    .collect();
+    let ends = send_history(&broker, &topic, &history);
+    let cfg = keyed_config(&table, &topic, &broker, &ctx.unique("g"), "upsert").flush_ms(2000);
+    run_to(&ctx, &pg, "sink", &cfg, &ends);
+    assert_eq!(rows(&pg, &table), live(&[(1, "b"), (5, "d"), (6, "good")]));
+    let letters = pg.dead_letters(&table);
+    let offsets: Vec<i64> = letters.iter().map(|l| l.offset).collect();
+    assert_eq!(offsets, [1, 2], "{letters:?}");
+    assert!(
+        letters[0].reason.contains("check constraint"),
+        "{}",
+        letters[0].reason
+    );
+    assert!(
+        letters[1].reason.contains("null value in column \"v\""),
+        "{}",
+        letters[1].reason
+    );
+}
+
+/// A keyed mode needs a key with a unique index: a table without a primary key, or key
+/// columns without a unique index over exactly them, stop the sink at start with the fix;
+/// `check` reports the key, its index and the mode; `dlq redrive` refuses to append.
+#[test]
+fn write_modes_need_a_unique_key_mock() {
+    let ctx = Ctx::new("write_modes_need_a_unique_key_mock");
+    let broker = Broker::mock();
+    let pg = Pg::connect();
+    let topic = ctx.unique("t");
+    broker.create_topic(&topic, 1);
+    let table = pg.table_in(
+        "public",
+        &ctx.table_name(),
+        &[("id", "bigint"), ("v", "text")],
+    );
+    let base = keyed_config(&table, &topic, &broker, &ctx.unique("g"), "upsert");
+
+    let mut sink = ctx.sink("no_key").toml(&base.render()).start();
+    assert!(!sink.wait(EXIT).success());
+    assert!(
+        sink.stderr().contains("needs a key, and") && sink.stderr().contains("has no primary key"),
+        "{}",
+        tail(&sink.stderr(), 10)
+    );
+
+    let keyed = base.clone().line("db.key.columns = \"v\"").render();
+    let mut sink = ctx.sink("no_index").toml(&keyed).start();
+    assert!(!sink.wait(EXIT).success());
+    assert!(
+        sink.stderr()
+            .contains("has no unique index over exactly (v)")
+            && sink.stderr().contains("CREATE UNIQUE INDEX ON"),
+        "{}",
+        tail(&sink.stderr(), 10)
+    );
+
+    pg.batch(&format!("CREATE UNIQUE INDEX ON {} (v)", table.qualified()));
+    let file = ctx.write("keyed.toml", &keyed);
+    let path = file.to_str().unwrap();
+    let out = ctx.run_pgsink(&["check", "--config", path], b"", LONG);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("key v (unique index") && text.contains("write mode upsert"),
+        "{text}"
+    );
+    let out = ctx.run_pgsink(&["dlq", "redrive", "--config", path], b"", EXIT);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("dlq redrive appends rows"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
