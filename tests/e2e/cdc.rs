@@ -2,6 +2,7 @@
 //! events through a running sink, every cast loaded into a column of its type, and `convert`
 //! printing what each row asks of its table.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -30,10 +31,35 @@ const HISTORY: [(&str, &str); 6] = [
 const HISTORY_PATHS: &str =
     "#key/@id, /@first_name, /@last_name, /@email, #envelope/@op, #envelope/@source/@lsn";
 
+/// Sends, keyed by Debezium's key of customer 1: its create, update, delete, the tombstone
+/// after it, a snapshot read and a truncate. Returns the key and the end offsets.
+fn send_debezium_history(broker: &Broker, topic: &str) -> (String, BTreeMap<(String, i32), i64>) {
+    let key = debezium("key.json");
+    let truncate = r#"{"before":null,"after":null,"op":"t","source":{"lsn":1}}"#.to_string();
+    let events = [
+        Some(debezium("create.json")),
+        Some(debezium("update.payload.json")),
+        Some(debezium("delete.json")),
+        None,
+        Some(debezium("read.payload.json")),
+        Some(truncate),
+    ];
+    let mut producer = broker.producer(false);
+    for value in &events {
+        producer.send(
+            topic,
+            Some(0),
+            Some(key.as_bytes()),
+            value.as_deref().map(str::as_bytes),
+        );
+    }
+    (key, end_offsets(&producer.flush()))
+}
+
 /// Create, update, delete + tombstone, snapshot read and truncate events, with and without
 /// `schemas.enable`, into an append-only table: every change that carries a row is appended
 /// with its op and LSN; the delete and the truncate are dead letters with their reason (the
-/// sink only appends); the tombstone is skipped; the offsets move past everything.
+/// sink appends: db.write.mode = "append"); the tombstone is skipped; the offsets move past everything.
 #[test]
 fn cdc_debezium_events_end_to_end_mock() {
     let ctx = Ctx::new("cdc_debezium_events_end_to_end_mock");
@@ -42,26 +68,7 @@ fn cdc_debezium_events_end_to_end_mock() {
     let table = pg.table_in("public", &ctx.table_name(), &HISTORY);
     let topic = ctx.unique("dbserver1.inventory.customers");
     broker.create_topic(&topic, 1);
-    let key = debezium("key.json");
-    let truncate = r#"{"before":null,"after":null,"op":"t","source":{"lsn":1}}"#.to_string();
-    let events: Vec<(Option<String>, &str)> = vec![
-        (Some(debezium("create.json")), "upsert"),
-        (Some(debezium("update.payload.json")), "upsert"),
-        (Some(debezium("delete.json")), "delete"),
-        (None, "tombstone"),
-        (Some(debezium("read.payload.json")), "upsert"),
-        (Some(truncate), "truncate"),
-    ];
-    let mut producer = broker.producer(false);
-    for (value, _) in &events {
-        producer.send(
-            &topic,
-            Some(0),
-            Some(key.as_bytes()),
-            value.as_deref().map(str::as_bytes),
-        );
-    }
-    let ends = end_offsets(&producer.flush());
+    let (key, ends) = send_debezium_history(&broker, &topic);
 
     let mut cfg = SinkToml::new(&table, &[&topic], &broker, &ctx.unique("g"))
         .line("db.json.envelope = \"debezium\"")
@@ -110,7 +117,7 @@ fn cdc_debezium_events_end_to_end_mock() {
     assert!(
         dead[0]
             .reason
-            .contains("is a delete, and the sink only appends rows"),
+            .contains("is a delete, and db.write.mode = \"append\" only appends rows"),
         "{reasons:?}"
     );
     assert_eq!(
@@ -121,6 +128,53 @@ fn cdc_debezium_events_end_to_end_mock() {
     assert_eq!(dead[1].offset, 5);
     assert!(dead[1].reason.contains("truncate (op t)"), "{reasons:?}");
     assert_offsets_at_end(&pg, &table, &ends);
+}
+
+/// The same events mirrored into a copy of the source table (`db.write.mode = "upsert"`):
+/// the create and the update land on one row, the delete removes it, the snapshot read
+/// brings it back; only the truncate is a dead letter.
+#[test]
+fn cdc_debezium_mirror_upsert_mock() {
+    let ctx = Ctx::new("cdc_debezium_mirror_upsert_mock");
+    let broker = Broker::mock();
+    let pg = Pg::connect();
+    let columns = [
+        ("id", "int PRIMARY KEY"),
+        ("first_name", "text"),
+        ("last_name", "text"),
+        ("email", "text"),
+    ];
+    let table = pg.table_in("public", &ctx.table_name(), &columns);
+    let topic = ctx.unique("dbserver1.inventory.customers");
+    broker.create_topic(&topic, 1);
+    let (_, ends) = send_debezium_history(&broker, &topic);
+    let mut cfg = SinkToml::new(&table, &[&topic], &broker, &ctx.unique("g"))
+        .line("db.json.envelope = \"debezium\"")
+        .line("db.write.mode = \"upsert\"")
+        .flush_ms(200);
+    cfg.parse = "#key/@id, /@first_name, /@last_name, /@email".to_string();
+    let mut sink = ctx.sink("sink").toml(&cfg.render()).start();
+    wait_for(
+        Duration::from_secs(60),
+        "the offsets past every event",
+        || pg.stored_offsets(&table) == ends,
+    );
+    sink.stop_ok();
+    let rows: Vec<(i32, String, String)> = pg
+        .query(
+            &format!("SELECT id, first_name, email FROM {}", table.qualified()),
+            &[],
+        )
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        rows,
+        [(1, "Anne".to_string(), "annek@noanswer.org".to_string())]
+    );
+    let dead = pg.dead_letters(&table);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].reason.contains("truncate (op t)"), "{dead:?}");
 }
 
 /// Every cast, through `convert`, COPY and PostgreSQL's own input functions, compared in SQL
@@ -286,7 +340,7 @@ fn convert_prints_operations_and_tables() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(
-            "line 3: row 1 is a delete, and the sink only appends rows to \"public\".\"customers\""
+            "line 3: row 1 is a delete, and db.write.mode = \"append\" only appends rows to \"public\".\"customers\""
         ),
         "{stderr}"
     );
