@@ -10,6 +10,20 @@ use std::collections::HashMap;
 
 use super::*;
 
+/// How the keyed workload runs, for the results.
+pub(crate) const SETTINGS: &str = "\
+- pgsink: synchronized, tasks = 1, `db.json.parse = \"#key/@id, /@latitude, /@longitude, /@acceleration\"` \
+(`acceleration` holds the message's number: the check proves which message won each key); upsert: \
+`db.write.mode = \"upsert\"`, `db.json.tombstone = \"delete\"`, table with a primary key; append: \
+`db.json.tombstone = \"skip\"`, table without a key; pgsink defaults otherwise (db.buffer.size 8000000, \
+flush.interval.ms 1000)
+- peer: `py_upsert_sink.py --key id --columns id,latitude,longitude,acceleration --expect N` (3000 per batch: \
+INSERT … ON CONFLICT DO UPDATE and DELETE in offset order, one transaction, then a synchronous Kafka commit)
+- msg/s and \"1st → N-th row\": messages over the time from the process's start to its end of the topic \
+(stored offsets at the end for pgsink, the peer's exit), startup included; txns are not counted (updates \
+rewrite rows)
+- every table is checked against the model of the topic: live keys and the sum of the winning message numbers";
+
 /// The key columns' table (the append run's table has no key).
 const KEYED_DDL: &str = "(id bigint PRIMARY KEY, latitude double precision, \
                          longitude double precision, acceleration double precision)";

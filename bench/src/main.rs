@@ -116,7 +116,8 @@ struct Cli {
     /// Keys of the keyed workload.
     #[arg(long, default_value_t = 500_000)]
     keys: u64,
-    /// Where the Markdown results go (default: REPO/bench/results/latest.md).
+    /// Where the Markdown results go (default: REPO/bench/results/latest.md, or
+    /// keyed-latest.md for the keyed workload).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Work folder: configurations, logs, the rendered rows.
@@ -409,7 +410,10 @@ fn real_main(cli: Cli) -> anyhow::Result<usize> {
         .cli
         .out
         .clone()
-        .unwrap_or_else(|| repo.join("bench/results/latest.md"));
+        .unwrap_or_else(|| match ctx.cli.workload {
+            Workload::Seed => repo.join("bench/results/latest.md"),
+            Workload::Keyed => repo.join("bench/results/keyed-latest.md"),
+        });
     if let Some(dir) = out.parent() {
         fs::create_dir_all(dir)?;
     }

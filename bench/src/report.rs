@@ -217,6 +217,10 @@ pub(crate) fn render_details(results: &[RunResult]) -> String {
 
 pub(crate) fn settings_summary(ctx: &Ctx) -> String {
     let mut s = String::from("\nSettings:\n\n");
+    if ctx.cli.workload == Workload::Keyed {
+        let _ = writeln!(s, "{}", keyed::SETTINGS);
+        return s;
+    }
     let _ = writeln!(
         s,
         "- pgsink: bundled converter, `db.json.parse = \"{}\"`, pgsink defaults otherwise (db.buffer.size 8000000, flush.interval.ms 1000) unless set below",

@@ -106,6 +106,32 @@ fn keyed_config(table: &Table, topic: &str, broker: &Broker, group: &str, mode: 
     cfg
 }
 
+/// The stored offsets of `table` and its rows (id → v), read in one statement, so in one
+/// snapshot: a COMMIT of a killed sink still in flight is in both or in neither.
+fn snapshot(pg: &Pg, table: &Table) -> (BTreeMap<(String, i32), i64>, BTreeMap<i64, String>) {
+    let (mut stored, mut rows) = (BTreeMap::new(), BTreeMap::new());
+    let all = pg.query(
+        &format!(
+            "SELECT topic, partition, next_offset, NULL::text FROM pgsink.offsets
+              WHERE table_schema = $1 AND table_name = $2
+             UNION ALL SELECT NULL, NULL, id, v FROM {}",
+            table.qualified()
+        ),
+        &[&table.schema, &table.name],
+    );
+    for r in all {
+        match r.get::<_, Option<String>>(0) {
+            Some(topic) => {
+                stored.insert((topic, r.get(1)), r.get(2));
+            }
+            None => {
+                rows.insert(r.get(2), r.get(3));
+            }
+        }
+    }
+    (stored, rows)
+}
+
 /// Sends `history` to partition 0 of `topic`: keys `{"id": N}`, the values as given (None:
 /// a tombstone). Returns the end offsets.
 fn send_history(
@@ -183,12 +209,12 @@ fn keyed_kill9(name: &str, mode: &str, kills: usize) {
         let after = Duration::from_millis(moment % 400);
         sink.stays_up(after, "before the planned kill -9");
         sink.kill9();
-        let stored = pg.stored_offsets(&table);
+        let (stored, rows) = snapshot(&pg, &table);
         ctx.note(format!(
             "{label}: killed {after:?} after progress; stored {stored:?}"
         ));
         assert_eq!(
-            rows(&pg, &table),
+            rows,
             model(&planned, &stored, &topic, mode),
             "{label}: the table is not the model of the messages below the stored offsets"
         );
@@ -309,6 +335,20 @@ fn write_modes_repeated_keys_in_one_flush_mock() {
             .collect();
         assert_eq!(got, want, "{mode}");
         assert!(pg.dead_letters(&table).is_empty(), "{mode}");
+        // The new rows and the offsets were written by one transaction: the history was one
+        // flush, so the repeats above were collapsed inside it.
+        let flushes: i64 = pg.query(
+            &format!(
+                "SELECT count(DISTINCT xmin::text) FROM (SELECT xmin FROM public.{name} WHERE id IN (4, 5)
+                  UNION ALL SELECT xmin FROM pgsink.offsets WHERE table_schema = 'public' AND table_name = $1) x"
+            ),
+            &[&name],
+        )[0]
+        .get(0);
+        assert_eq!(
+            flushes, 1,
+            "{mode}: the history was loaded by {flushes} transactions"
+        );
     }
 
     // Every column a key column: nothing to update, rows are there or not.
@@ -385,6 +425,52 @@ fn write_modes_partitioned_table_and_refused_rows_mock() {
     );
 }
 
+/// A key that is `GENERATED ALWAYS AS IDENTITY` takes the messages' values, and a domain's
+/// NOT NULL and CHECK are the table's: a delete (NULL in the domain column) is staged and
+/// applied, and a value the domain refuses is a dead letter.
+#[test]
+fn write_modes_identity_key_and_domain_mock() {
+    let ctx = Ctx::new("write_modes_identity_key_and_domain_mock");
+    let broker = Broker::mock();
+    let pg = Pg::connect();
+    let topic = ctx.unique("t");
+    broker.create_topic(&topic, 1);
+    let name = ctx.table_name();
+    pg.batch(&format!(
+        "DROP TABLE IF EXISTS public.{name}; DROP DOMAIN IF EXISTS public.{name}_text; \
+         CREATE DOMAIN public.{name}_text AS text NOT NULL CHECK (VALUE <> ''); \
+         CREATE TABLE public.{name} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v public.{name}_text)"
+    ));
+    pg.forget_state("public", &name);
+    let table = Table {
+        schema: "public".into(),
+        name,
+        columns: vec!["id".into(), "v".into()],
+    };
+    let history: Vec<(i64, Option<String>)> = [
+        (1, Some(r#"{"v": "a"}"#)),
+        (2, Some(r#"{"v": "b"}"#)),
+        (1, None),
+        (3, Some(r#"{"v": ""}"#)),
+        (2, Some(r#"{"v": "c"}"#)),
+    ]
+    .iter()
+    .map(|(id, v)| (*id, v.map(str::to_string)))
+    .collect();
+    let ends = send_history(&broker, &topic, &history);
+    let cfg = keyed_config(&table, &topic, &broker, &ctx.unique("g"), "upsert").flush_ms(2000);
+    run_to(&ctx, &pg, "sink", &cfg, &ends);
+    assert_eq!(rows(&pg, &table), live(&[(2, "c")]));
+    let letters = pg.dead_letters(&table);
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].offset, 3);
+    assert!(
+        letters[0].reason.contains("domain"),
+        "{}",
+        letters[0].reason
+    );
+}
+
 /// A keyed mode needs a key with a unique index: a table without a primary key, or key
 /// columns without a unique index over exactly them, stop the sink at start with the fix;
 /// `check` reports the key, its index and the mode; `dlq redrive` refuses to append.
@@ -430,6 +516,41 @@ fn write_modes_need_a_unique_key_mock() {
         text.contains("key v (unique index") && text.contains("write mode upsert"),
         "{text}"
     );
+    // A user with column privileges only: enough once it may SELECT and INSERT every sink
+    // column, UPDATE the non-key one (id: the key is v here) and DELETE rows (TEMPORARY is
+    // PUBLIC's by default).
+    let user = "pgsink_e2e_limited";
+    pg.batch(&format!(
+        "DO $$ BEGIN CREATE ROLE {user} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+         REVOKE ALL ON {t} FROM {user}; GRANT INSERT ON {t} TO {user}",
+        t = table.qualified()
+    ));
+    let limited = keyed.replace(
+        &format!("db.username = {}", toml_str(&pg_user())),
+        &format!("db.username = \"{user}\""),
+    );
+    let limited_file = ctx.write("limited.toml", &limited);
+    let check = |what: &str| {
+        let out = ctx.run_pgsink(
+            &["check", "--config", limited_file.to_str().unwrap()],
+            b"",
+            LONG,
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(text.contains(what), "{text}");
+    };
+    check("may not SELECT, INSERT, UPDATE, DELETE on it");
+    pg.batch(&format!(
+        "GRANT SELECT (id, v), UPDATE (v), DELETE ON {t} TO {user}",
+        t = table.qualified()
+    ));
+    check("may not SELECT, INSERT, UPDATE, DELETE on it");
+    pg.batch(&format!(
+        "GRANT UPDATE (id) ON {t} TO {user}",
+        t = table.qualified()
+    ));
+    check("write mode upsert");
+
     let out = ctx.run_pgsink(&["dlq", "redrive", "--config", path], b"", EXIT);
     assert!(!out.status.success());
     assert!(

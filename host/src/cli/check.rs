@@ -122,18 +122,31 @@ async fn check(config: &SinkConfig, broker_timeout: Duration) -> Vec<CheckLine> 
             }
             match Target::resolve(&client, db).await {
                 Ok(target) => {
-                    let needed = match db.write_mode {
-                        WriteMode::Append => "INSERT",
-                        // SELECT: the merge reads the key columns to match rows.
-                        WriteMode::Upsert => "SELECT, INSERT, UPDATE, DELETE",
-                        WriteMode::Ignore => "SELECT, INSERT, DELETE",
+                    // Column privileges count (a table grant gives them all): SELECT to match
+                    // keys, UPDATE only where upsert changes a column, DELETE for deletes.
+                    let updated: Vec<&str> = match db.write_mode {
+                        WriteMode::Upsert => (0..target.columns.len())
+                            .filter(|i| !target.key.contains(&(*i as u32)))
+                            .map(|i| target.columns[i].as_str())
+                            .collect(),
+                        _ => Vec::new(),
                     };
+                    let needed = match (db.write_mode, updated.is_empty()) {
+                        (WriteMode::Append, _) => "INSERT",
+                        (WriteMode::Upsert, false) => "SELECT, INSERT, UPDATE, DELETE",
+                        _ => "SELECT, INSERT, DELETE",
+                    };
+                    let keyed = db.write_mode.is_keyed();
                     let privilege = client
                         .query_one(
-                            "SELECT bool_and(has_table_privilege($1, p))
-                                    AND (NOT $3 OR has_database_privilege(current_database(), 'TEMPORARY'))
-                               FROM unnest(string_to_array($2, ', ')) p",
-                            &[&target.qualified(), &needed, &db.write_mode.is_keyed()],
+                            "SELECT coalesce(bool_and(has_column_privilege($1, c, 'INSERT')
+                                                      AND (NOT $4 OR has_column_privilege($1, c, 'SELECT'))), true)
+                                AND coalesce((SELECT bool_and(has_column_privilege($1, u, 'UPDATE'))
+                                                FROM unnest($3::text[]) u), true)
+                                AND (NOT $4 OR has_table_privilege($1, 'DELETE'))
+                                AND (NOT $4 OR has_database_privilege(current_database(), 'TEMPORARY'))
+                               FROM unnest($2::text[]) c",
+                            &[&target.qualified(), &target.columns, &updated, &keyed],
                         )
                         .await
                         .map(|row| row.get::<_, bool>(0));

@@ -30,7 +30,8 @@ use crate::converter::{Operation, RowRun};
 
 /// The staging table, one per connection.
 const STAGE: &str = "pg_temp.pgsink_stage";
-/// The staging table's column that marks a delete (a name no sink column can have unquoted).
+/// The staging table's column that marks a delete (`Target::resolve` refuses a sink column
+/// of this name, or the next).
 const DELETE: &str = "\"pgsink delete\"";
 /// The staging table's column that orders the rows of a flush.
 const SEQ: &str = "\"pgsink seq\"";
@@ -42,8 +43,9 @@ pub struct Merge {
     /// they spill to a file) and to sort them (`work_mem`); sent before the staging table is
     /// first used, as PostgreSQL requires for `temp_buffers`.
     pub session: String,
-    /// Creates the staging table: the sink's columns with the table's types, without its
-    /// constraints (a delete's non-key columns may be NULL), plus the two tags.
+    /// Creates the staging table: the sink's columns with the table's types (domains resolved
+    /// to their base types), without its constraints (a delete's non-key columns are NULL),
+    /// plus the two tags.
     pub create: String,
     /// COPY of tagged rows into the staging table.
     pub copy: String,
@@ -78,9 +80,15 @@ impl Merge {
                 .collect::<Vec<_>>()
                 .join(" AND ")
         };
+        let typed: Vec<String> = columns
+            .iter()
+            .zip(&target.base_types)
+            .map(|(c, t)| format!("{c} {t}"))
+            .collect();
         let create = format!(
-            "CREATE TEMPORARY TABLE IF NOT EXISTS pgsink_stage ON COMMIT DELETE ROWS AS \
-             SELECT {all}, NULL::boolean AS {DELETE}, NULL::bigint AS {SEQ} FROM {table} WITH NO DATA"
+            "CREATE TEMPORARY TABLE IF NOT EXISTS pgsink_stage ({}, {DELETE} boolean, {SEQ} bigint) \
+             ON COMMIT DELETE ROWS",
+            typed.join(", ")
         );
         let copy = format!("COPY {STAGE} ({all}, {DELETE}, {SEQ}) FROM STDIN");
         let delete = format!(
@@ -111,9 +119,11 @@ impl Merge {
         } else {
             format!("DO UPDATE SET {}", others.join(", "))
         };
+        // OVERRIDING SYSTEM VALUE: a key that is GENERATED ALWAYS AS IDENTITY takes the
+        // message's value, as COPY gives it.
         let apply = format!(
-            "INSERT INTO {table} ({all}) SELECT {all} FROM ({winners}) w WHERE NOT w.{DELETE} \
-             ON CONFLICT ({keys}) {on_conflict}"
+            "INSERT INTO {table} ({all}) OVERRIDING SYSTEM VALUE SELECT {all} FROM ({winners}) w \
+             WHERE NOT w.{DELETE} ON CONFLICT ({keys}) {on_conflict}"
         );
         Merge {
             session,
@@ -161,6 +171,7 @@ mod tests {
             table: "Kunden".into(),
             columns: columns.iter().map(|c| c.to_string()).collect(),
             column_types: columns.iter().map(|_| "text".to_string()).collect(),
+            base_types: columns.iter().map(|_| "text".to_string()).collect(),
             key: key.to_vec(),
             key_index: None,
         }
@@ -188,7 +199,8 @@ mod tests {
         );
         assert_eq!(
             m.apply,
-            "INSERT INTO \"public\".\"Kunden\" (\"id\", \"Name\", \"note\") SELECT \"id\", \"Name\", \"note\" \
+            "INSERT INTO \"public\".\"Kunden\" (\"id\", \"Name\", \"note\") OVERRIDING SYSTEM VALUE \
+             SELECT \"id\", \"Name\", \"note\" \
              FROM (SELECT DISTINCT ON (\"id\") * FROM pg_temp.pgsink_stage ORDER BY \"id\", \"pgsink seq\" DESC) w \
              WHERE NOT w.\"pgsink delete\" ON CONFLICT (\"id\") DO UPDATE SET \"Name\" = EXCLUDED.\"Name\", \
              \"note\" = EXCLUDED.\"note\""
@@ -197,6 +209,11 @@ mod tests {
             m.delete,
             "DELETE FROM \"public\".\"Kunden\" t USING (SELECT DISTINCT \"id\" FROM pg_temp.pgsink_stage \
              WHERE \"pgsink delete\") d WHERE t.\"id\" = d.\"id\""
+        );
+        assert_eq!(
+            m.create,
+            "CREATE TEMPORARY TABLE IF NOT EXISTS pgsink_stage (\"id\" text, \"Name\" text, \"note\" text, \
+             \"pgsink delete\" boolean, \"pgsink seq\" bigint) ON COMMIT DELETE ROWS"
         );
         assert_eq!(
             m.copy,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use tokio_postgres::Client;
 
 use super::{quote_ident, DbError};
-use crate::config::DbConfig;
+use crate::config::{DbConfig, WriteMode};
 use crate::converter::{Column, Table};
 
 /// The sink's target: a table and the columns each row fills, in order.
@@ -20,6 +20,10 @@ pub struct Target {
     pub columns: Vec<String>,
     /// The PostgreSQL type of each column (`format_type`), in row order.
     pub column_types: Vec<String>,
+    /// The type of each column with domains resolved to their base type, in row order: what
+    /// a keyed mode's staging table holds (a domain's NOT NULL or CHECK is the table's to
+    /// enforce, and a delete's non-key columns are NULL).
+    pub base_types: Vec<String>,
     /// The key's columns, as indexes in `columns`, in key order: `db.key.columns`, or the
     /// primary key's. Empty when neither names one the sink fills (possible only in append mode).
     pub key: Vec<u32>,
@@ -36,7 +40,17 @@ impl Target {
         let other = |e: tokio_postgres::Error| DbError::Other(e.to_string());
         let rows = client
             .query(
-                "SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+                "SELECT a.attname, format_type(a.atttypid, a.atttypmod),
+                        (WITH RECURSIVE d(t, m) AS (
+                              SELECT a.atttypid, a.atttypmod
+                              UNION ALL
+                              SELECT y.typbasetype, y.typtypmod FROM d JOIN pg_type y ON y.oid = d.t
+                               WHERE y.typtype = 'd')
+                         SELECT format_type(d.t, d.m) FROM d JOIN pg_type y ON y.oid = d.t
+                          WHERE y.typtype <> 'd'),
+                        CASE WHEN a.attgenerated <> '' THEN 'GENERATED ALWAYS AS (…)'
+                             WHEN a.attidentity = 'a' THEN 'GENERATED ALWAYS AS IDENTITY'
+                             ELSE '' END
                    FROM pg_attribute a
                    JOIN pg_class c ON c.oid = a.attrelid
                    JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -53,7 +67,11 @@ impl Target {
                 "the table {name} does not exist (create it first; db.schema and db.table name it)"
             )));
         }
-        let existing: HashMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        // Per column: its type, its base type, how the database writes it itself ('' if not).
+        let existing: HashMap<String, (String, String, String)> = rows
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+            .collect();
         let missing: Vec<&str> = columns
             .iter()
             .filter(|c| !existing.contains_key(c.as_str()))
@@ -67,8 +85,8 @@ impl Target {
                 have.join(", ")
             )));
         }
-        // Every unique index without expressions or a predicate, the primary key first, each
-        // with its key columns in index order.
+        // Every unique index ON CONFLICT can use (no expressions, no predicate, valid, not
+        // deferrable), the primary key first, each with its key columns in index order.
         let unique: Vec<(String, bool, Vec<String>)> = client
             .query(
                 "SELECT i.indexrelid::regclass::text, i.indisprimary,
@@ -81,6 +99,7 @@ impl Target {
                    JOIN pg_namespace n ON n.oid = c.relnamespace
                   WHERE n.nspname = $1 AND c.relname = $2 AND i.indisunique
                     AND i.indpred IS NULL AND i.indexprs IS NULL
+                    AND i.indisvalid AND i.indislive AND i.indimmediate
                   ORDER BY i.indisprimary DESC, 1",
                 &[schema, table],
             )
@@ -133,6 +152,33 @@ impl Target {
                     quoted.join(", ")
                 )));
             };
+            // The staging tags have these names; a column the database writes itself cannot be
+            // given a value by INSERT … SELECT (COPY refuses it in every mode).
+            if let Some(clash) = columns
+                .iter()
+                .find(|c| c.as_str() == "pgsink delete" || c.as_str() == "pgsink seq")
+            {
+                return Err(DbError::Table(format!(
+                    "db.columns has a column named \"{clash}\", which db.write.mode = \"{}\" uses for its staging table; rename it",
+                    db.write_mode
+                )));
+            }
+            // A generated column cannot be written at all; an identity column can be inserted
+            // (OVERRIDING SYSTEM VALUE) but not updated, so upsert cannot change one.
+            let written_by_db = |i: usize| {
+                let how = &existing[columns[i].as_str()].2;
+                let updated = db.write_mode == WriteMode::Upsert && !key.contains(&(i as u32));
+                (how.starts_with("GENERATED ALWAYS AS (") || (!how.is_empty() && updated))
+                    .then_some(how)
+            };
+            if let Some((i, how)) =
+                (0..columns.len()).find_map(|i| written_by_db(i).map(|h| (i, h)))
+            {
+                return Err(DbError::Table(format!(
+                    "the column {} of {name} is {how}: db.write.mode = \"{}\" cannot write it (remove it from db.columns)",
+                    columns[i], db.write_mode
+                )));
+            }
             (key, Some(index.clone()))
         } else {
             let key = primary_key
@@ -143,7 +189,8 @@ impl Target {
             schema: schema.to_string(),
             table: table.to_string(),
             columns: columns.to_vec(),
-            column_types: columns.iter().map(|c| existing[c].clone()).collect(),
+            column_types: columns.iter().map(|c| existing[c].0.clone()).collect(),
+            base_types: columns.iter().map(|c| existing[c].1.clone()).collect(),
             key,
             key_index,
         })
@@ -236,6 +283,7 @@ mod tests {
             table: "t\"1".into(),
             columns: vec!["Id".into(), "a;b".into()],
             column_types: vec!["bigint".into(), "text".into()],
+            base_types: vec!["bigint".into(), "text".into()],
             key: vec![0],
             key_index: None,
         };
