@@ -370,9 +370,10 @@ fn write_modes_repeated_keys_in_one_flush_mock() {
     assert_eq!(rows(&pg, &table), live(&[(1, "1"), (4, "4"), (5, "5")]));
 }
 
-/// A partitioned table whose constraints refuse some rows: the merge's NOT NULL and CHECK
-/// violations are isolated to their messages and dead-lettered with PostgreSQL's reason; the
-/// other changes apply, in order, across the table's partitions.
+/// A partitioned table whose constraints refuse some rows, in both keyed modes: the merge's
+/// NOT NULL and CHECK violations are isolated to their messages and dead-lettered with
+/// PostgreSQL's reason; the other changes, a delete among them, apply in order across the
+/// table's partitions.
 #[test]
 fn write_modes_partitioned_table_and_refused_rows_mock() {
     let ctx = Ctx::new("write_modes_partitioned_table_and_refused_rows_mock");
@@ -380,19 +381,6 @@ fn write_modes_partitioned_table_and_refused_rows_mock() {
     let pg = Pg::connect();
     let topic = ctx.unique("t");
     broker.create_topic(&topic, 1);
-    let name = ctx.table_name();
-    pg.batch(&format!(
-        "DROP TABLE IF EXISTS public.{name}; \
-         CREATE TABLE public.{name} (id bigint PRIMARY KEY, v text NOT NULL CHECK (v <> 'bad')) PARTITION BY HASH (id); \
-         CREATE TABLE public.{name}_0 PARTITION OF public.{name} FOR VALUES WITH (MODULUS 2, REMAINDER 0); \
-         CREATE TABLE public.{name}_1 PARTITION OF public.{name} FOR VALUES WITH (MODULUS 2, REMAINDER 1)"
-    ));
-    pg.forget_state("public", &name);
-    let table = Table {
-        schema: "public".into(),
-        name,
-        columns: vec!["id".into(), "v".into()],
-    };
     let history: Vec<(i64, Option<String>)> = [
         (1, Some(r#"{"v": "a"}"#)),
         (2, Some(r#"{"v": "bad"}"#)),
@@ -407,22 +395,104 @@ fn write_modes_partitioned_table_and_refused_rows_mock() {
     .map(|(id, v)| (*id, v.map(str::to_string)))
     .collect();
     let ends = send_history(&broker, &topic, &history);
-    let cfg = keyed_config(&table, &topic, &broker, &ctx.unique("g"), "upsert").flush_ms(2000);
-    run_to(&ctx, &pg, "sink", &cfg, &ends);
-    assert_eq!(rows(&pg, &table), live(&[(1, "b"), (5, "d"), (6, "good")]));
-    let letters = pg.dead_letters(&table);
-    let offsets: Vec<i64> = letters.iter().map(|l| l.offset).collect();
-    assert_eq!(offsets, [1, 2], "{letters:?}");
-    assert!(
-        letters[0].reason.contains("check constraint"),
-        "{}",
-        letters[0].reason
+    // Bisection applies the accepted ranges left to right: 4 is written, then deleted, in
+    // either mode; ignore keeps 1's first row.
+    let expected: [(&str, &[(i64, &str)]); 2] = [
+        ("upsert", &[(1, "b"), (5, "d"), (6, "good")]),
+        ("ignore", &[(1, "a"), (5, "d"), (6, "good")]),
+    ];
+    for (mode, want) in expected {
+        let name = format!("{}_{mode}", ctx.table_name());
+        pg.batch(&format!(
+            "DROP TABLE IF EXISTS public.{name}; \
+             CREATE TABLE public.{name} (id bigint PRIMARY KEY, v text NOT NULL CHECK (v <> 'bad')) PARTITION BY HASH (id); \
+             CREATE TABLE public.{name}_0 PARTITION OF public.{name} FOR VALUES WITH (MODULUS 2, REMAINDER 0); \
+             CREATE TABLE public.{name}_1 PARTITION OF public.{name} FOR VALUES WITH (MODULUS 2, REMAINDER 1)"
+        ));
+        pg.forget_state("public", &name);
+        let table = Table {
+            schema: "public".into(),
+            name,
+            columns: vec!["id".into(), "v".into()],
+        };
+        let cfg = keyed_config(&table, &topic, &broker, &ctx.unique(mode), mode).flush_ms(2000);
+        run_to(&ctx, &pg, mode, &cfg, &ends);
+        assert_eq!(rows(&pg, &table), live(want), "{mode}");
+        let letters = pg.dead_letters(&table);
+        let offsets: Vec<i64> = letters.iter().map(|l| l.offset).collect();
+        assert_eq!(offsets, [1, 2], "{mode}: {letters:?}");
+        assert!(
+            letters[0].reason.contains("check constraint"),
+            "{mode}: {}",
+            letters[0].reason
+        );
+        assert!(
+            letters[1].reason.contains("null value in column \"v\""),
+            "{mode}: {}",
+            letters[1].reason
+        );
+    }
+}
+
+/// The writer's connection is terminated while its merge waits on a table lock (the flush's
+/// rows staged, nothing applied): the sink reconnects, stages the flush again in the staging
+/// table of the new connection and applies it; the table ends as the model of the topic,
+/// every message applied once.
+#[test]
+fn write_modes_connection_lost_mid_merge_mock() {
+    let ctx = Ctx::new("write_modes_connection_lost_mid_merge_mock");
+    let broker = Broker::mock();
+    let pg = Pg::connect();
+    let table = pg.table_in("public", &ctx.table_name(), &KEYED);
+    let topic = ctx.unique("t");
+    broker.create_topic(&topic, 1);
+    let planned = plan_changes(400, 30, 1, 7);
+    let history: Vec<(i64, Option<String>)> = planned
+        .iter()
+        .map(|c| {
+            (
+                c.id,
+                c.value.as_ref().map(|v| format!("{{\"v\": \"{v}\"}}")),
+            )
+        })
+        .collect();
+    let ends = send_history(&broker, &topic, &history);
+
+    let lock = Pg::connect();
+    lock.batch(&format!(
+        "BEGIN; LOCK TABLE {} IN SHARE MODE",
+        table.qualified()
+    ));
+    let cfg = keyed_config(&table, &topic, &broker, &ctx.unique("g"), "upsert").flush_ms(200);
+    let mut sink = ctx.sink("sink").toml(&cfg.render()).start();
+    let merging = format!(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgsink' \
+          AND wait_event_type = 'Lock' AND query LIKE '%pgsink_stage%' \
+          AND position('{}' in query) > 0",
+        ident(&table.name).replace('\'', "''")
     );
-    assert!(
-        letters[1].reason.contains("null value in column \"v\""),
-        "{}",
-        letters[1].reason
+    wait_for(LONG, "the merge blocked on the table lock", || {
+        sink.assert_running("waiting for its merge to block");
+        !pg.query(&merging, &[]).is_empty()
+    });
+    let killed = pg.query(
+        &format!("SELECT pg_terminate_backend(pid) FROM ({merging}) m"),
+        &[],
     );
+    assert_eq!(killed.len(), 1, "one merging connection to terminate");
+    lock.batch("COMMIT");
+    wait_for(LONG, "the end of the topic", || {
+        sink.assert_running("after losing its connection: it must reconnect");
+        pg.stored_offsets(&table) == ends
+    });
+    assert!(
+        sink.stderr().contains("reconnecting"),
+        "{}",
+        tail(&sink.stderr(), 10)
+    );
+    sink.stop_ok();
+    assert_eq!(rows(&pg, &table), model(&planned, &ends, &topic, "upsert"));
+    assert!(pg.dead_letters(&table).is_empty());
 }
 
 /// A key that is `GENERATED ALWAYS AS IDENTITY` takes the messages' values, and a domain's
