@@ -541,8 +541,9 @@ fn write_modes_identity_key_and_domain_mock() {
     );
 }
 
-/// A keyed mode needs a key with a unique index: a table without a primary key, or key
-/// columns without a unique index over exactly them, stop the sink at start with the fix;
+/// A keyed mode needs a key with a unique index: a table without a primary key, key columns
+/// without a unique index over exactly them, or only a deferrable one, stop the sink at start
+/// with the fix;
 /// `check` reports the key, its index and the mode; `dlq redrive` refuses to append.
 #[test]
 fn write_modes_need_a_unique_key_mock() {
@@ -577,7 +578,25 @@ fn write_modes_need_a_unique_key_mock() {
         tail(&sink.stderr(), 10)
     );
 
-    pg.batch(&format!("CREATE UNIQUE INDEX ON {} (v)", table.qualified()));
+    pg.batch(&format!(
+        "ALTER TABLE {} ADD CONSTRAINT {}_v UNIQUE (v) DEFERRABLE",
+        table.qualified(),
+        table.name
+    ));
+    let mut sink = ctx.sink("deferrable").toml(&keyed).start();
+    assert!(!sink.wait(EXIT).success());
+    assert!(
+        sink.stderr()
+            .contains("is deferrable or not valid, and ON CONFLICT cannot use it"),
+        "{}",
+        tail(&sink.stderr(), 10)
+    );
+    pg.batch(&format!(
+        "ALTER TABLE {} DROP CONSTRAINT {}_v; CREATE UNIQUE INDEX ON {} (v)",
+        table.qualified(),
+        table.name,
+        table.qualified()
+    ));
     let file = ctx.write("keyed.toml", &keyed);
     let path = file.to_str().unwrap();
     let out = ctx.run_pgsink(&["check", "--config", path], b"", LONG);

@@ -85,35 +85,36 @@ impl Target {
                 have.join(", ")
             )));
         }
-        // Every unique index ON CONFLICT can use (no expressions, no predicate, valid, not
-        // deferrable), the primary key first, each with its key columns in index order.
-        let unique: Vec<(String, bool, Vec<String>)> = client
+        // Every unique index without expressions or a predicate, the primary key first, each
+        // with its key columns in index order and whether ON CONFLICT can use it (valid, not
+        // deferrable).
+        let unique: Vec<(String, bool, Vec<String>, bool)> = client
             .query(
                 "SELECT i.indexrelid::regclass::text, i.indisprimary,
                         array(SELECT a.attname
                                 FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, n)
                                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-                               WHERE k.n <= i.indnkeyatts ORDER BY k.n)
+                               WHERE k.n <= i.indnkeyatts ORDER BY k.n),
+                        i.indisvalid AND i.indislive AND i.indimmediate
                    FROM pg_index i
                    JOIN pg_class c ON c.oid = i.indrelid
                    JOIN pg_namespace n ON n.oid = c.relnamespace
                   WHERE n.nspname = $1 AND c.relname = $2 AND i.indisunique
                     AND i.indpred IS NULL AND i.indexprs IS NULL
-                    AND i.indisvalid AND i.indislive AND i.indimmediate
                   ORDER BY i.indisprimary DESC, 1",
                 &[schema, table],
             )
             .await
             .map_err(other)?
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
             .collect();
-        let primary_key = unique.iter().find(|(_, primary, _)| *primary);
+        let primary_key = unique.iter().find(|(_, primary, _, _)| *primary);
         let position = |k: &String| columns.iter().position(|c| c == k).map(|i| i as u32);
         let (key, key_index) = if db.write_mode.is_keyed() {
             let names: &[String] = match (&db.key_columns, primary_key) {
                 (Some(names), _) => names,
-                (None, Some((_, _, names))) => names,
+                (None, Some((_, _, names, _))) => names,
                 (None, None) => {
                     return Err(DbError::Table(format!(
                         "db.write.mode = \"{}\" needs a key, and {name} has no primary key \
@@ -137,12 +138,22 @@ impl Target {
             };
             let mut wanted = names.to_vec();
             wanted.sort();
-            let index = unique.iter().find(|(_, _, columns)| {
+            let over_key = |(_, _, columns, _): &&(String, bool, Vec<String>, bool)| {
                 let mut columns = columns.clone();
                 columns.sort();
                 columns == wanted
-            });
-            let Some((index, _, _)) = index else {
+            };
+            let index = unique
+                .iter()
+                .filter(over_key)
+                .find(|(_, _, _, usable)| *usable);
+            if let (None, Some((unusable, ..))) = (index, unique.iter().find(over_key)) {
+                return Err(DbError::Table(format!(
+                    "the unique index {unusable} over the key of {name} is deferrable or not valid, \
+                     and ON CONFLICT cannot use it (make it NOT DEFERRABLE, or rebuild it)"
+                )));
+            }
+            let Some((index, ..)) = index else {
                 let quoted: Vec<String> = names.iter().map(|k| quote_ident(k)).collect();
                 return Err(DbError::Table(format!(
                     "{name} has no unique index over exactly ({}), which db.write.mode = \"{}\" \
@@ -182,7 +193,7 @@ impl Target {
             (key, Some(index.clone()))
         } else {
             let key = primary_key
-                .and_then(|(_, _, names)| names.iter().map(position).collect::<Option<_>>());
+                .and_then(|(_, _, names, _)| names.iter().map(position).collect::<Option<_>>());
             (key.unwrap_or_default(), None)
         };
         Ok(Target {
