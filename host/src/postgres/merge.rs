@@ -282,4 +282,140 @@ mod tests {
         let (rows, deletes) = stage_rows(b"4\td\n", &[], &mut seq);
         assert_eq!((&rows[..], deletes, seq), (&b"4\td\tf\t13\n"[..], 0, 14));
     }
+
+    /// The merge against PostgreSQL and a model that applies the rows one by one: random
+    /// histories over a few keys (inserts, upserts, deletes, repeats, rows already in the
+    /// table), in both keyed modes, one flush each. Needs the test PostgreSQL
+    /// (`PGSINK_TEST_PG`, default `host=127.0.0.1 port=5432 user=postgres`), which `tests/run`
+    /// starts.
+    mod against_postgres {
+        use std::collections::BTreeMap;
+
+        use bytes::Bytes;
+        use futures_util::SinkExt;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// One row of a history: key, value (None: a delete).
+        type Change = (u8, Option<u8>);
+
+        /// `existing`, then `history` applied one by one as `mode` says.
+        fn model(
+            existing: &BTreeMap<u8, u8>,
+            history: &[Change],
+            mode: WriteMode,
+        ) -> BTreeMap<u8, u8> {
+            let mut table = existing.clone();
+            for &(k, v) in history {
+                match (v, mode) {
+                    (None, _) => {
+                        table.remove(&k);
+                    }
+                    (Some(v), WriteMode::Ignore) => {
+                        table.entry(k).or_insert(v);
+                    }
+                    (Some(v), _) => {
+                        table.insert(k, v);
+                    }
+                }
+            }
+            table
+        }
+
+        async fn merged(
+            client: &tokio_postgres::Client,
+            existing: &BTreeMap<u8, u8>,
+            history: &[Change],
+            mode: WriteMode,
+        ) -> BTreeMap<u8, u8> {
+            let target = Target {
+                schema: "pg_temp".into(),
+                table: "merge_model".into(),
+                columns: vec!["k".into(), "v".into()],
+                column_types: vec!["integer".into(), "integer".into()],
+                base_types: vec!["integer".into(), "integer".into()],
+                key: vec![0],
+                key_index: None,
+            };
+            let merge = Merge::new(&target, mode, 1024);
+            let mut rows = String::new();
+            let mut runs = Vec::new();
+            for &(k, v) in history {
+                match v {
+                    Some(v) => rows.push_str(&format!("{k}\t{v}\n")),
+                    None => rows.push_str(&format!("{k}\t\\N\n")),
+                }
+                let operation = if v.is_some() {
+                    Operation::Upsert
+                } else {
+                    Operation::Delete
+                };
+                runs.push(RowRun {
+                    count: 1,
+                    table: 0,
+                    operation,
+                });
+            }
+            let (staged, deletes) = stage_rows(rows.as_bytes(), &runs, &mut 0);
+            let existing: Vec<String> = existing
+                .iter()
+                .map(|(k, v)| format!("({k}, {v})"))
+                .collect();
+            client
+                .batch_execute(&format!(
+                    "DROP TABLE IF EXISTS pg_temp.merge_model; DROP TABLE IF EXISTS pg_temp.pgsink_stage;
+                     CREATE TEMPORARY TABLE merge_model (k integer PRIMARY KEY, v integer);
+                     {}; {}; BEGIN",
+                    if existing.is_empty() { "SELECT".to_string() } else { format!("INSERT INTO pg_temp.merge_model VALUES {}", existing.join(", ")) },
+                    merge.create
+                ))
+                .await
+                .expect("set up");
+            let sink = client
+                .copy_in::<_, Bytes>(merge.copy.as_str())
+                .await
+                .expect("COPY");
+            futures_util::pin_mut!(sink);
+            sink.send(Bytes::from(staged)).await.expect("rows");
+            sink.as_mut().finish().await.expect("COPY ends");
+            if deletes > 0 {
+                client.batch_execute(&merge.delete).await.expect("delete");
+            }
+            client.batch_execute(&merge.apply).await.expect("apply");
+            client.batch_execute("COMMIT").await.expect("commit");
+            client
+                .query("SELECT k, v FROM pg_temp.merge_model", &[])
+                .await
+                .expect("read")
+                .iter()
+                .map(|r| (r.get::<_, i32>(0) as u8, r.get::<_, i32>(1) as u8))
+                .collect()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+            #[test]
+            fn merge_applies_a_flush_as_one_by_one(
+                existing in proptest::collection::btree_map(0u8..5, 0u8..100, 0..4),
+                history in proptest::collection::vec((0u8..5, proptest::option::weighted(0.7, 0u8..100)), 0..25),
+            ) {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                runtime.block_on(async {
+                    let conninfo = std::env::var("PGSINK_TEST_PG")
+                        .ok()
+                        .filter(|s| !s.trim().is_empty())
+                        .unwrap_or_else(|| "host=127.0.0.1 port=5432 user=postgres".into());
+                    let (client, connection) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+                        .await
+                        .unwrap_or_else(|e| panic!("the test PostgreSQL ({conninfo}; tests/run starts it): {e}"));
+                    tokio::spawn(connection);
+                    for mode in [WriteMode::Upsert, WriteMode::Ignore] {
+                        let got = merged(&client, &existing, &history, mode).await;
+                        assert_eq!(got, model(&existing, &history, mode), "{mode}: {existing:?} then {history:?}");
+                    }
+                });
+            }
+        }
+    }
 }
