@@ -134,10 +134,10 @@ fn snapshot(pg: &Pg, table: &Table) -> (BTreeMap<(String, i32), i64>, BTreeMap<i
 
 /// Sends `history` to partition 0 of `topic`: keys `{"id": N}`, the values as given (None:
 /// a tombstone). Returns the end offsets.
-fn send_history(
+fn send_history<S: AsRef<str>>(
     broker: &Broker,
     topic: &str,
-    history: &[(i64, Option<String>)],
+    history: &[(i64, Option<S>)],
 ) -> BTreeMap<(String, i32), i64> {
     let mut producer = broker.producer(false);
     for (id, value) in history {
@@ -146,10 +146,22 @@ fn send_history(
             topic,
             Some(0),
             Some(key.as_bytes()),
-            value.as_deref().map(str::as_bytes),
+            value.as_ref().map(|v| v.as_ref().as_bytes()),
         );
     }
     end_offsets(&producer.flush())
+}
+
+/// `public.<name>` made by `ddl` (which drops and creates it), with pgsink's state of it
+/// forgotten, as a sink of its `id` and `v` columns sees it.
+fn id_v_table(pg: &Pg, name: &str, ddl: &str) -> Table {
+    pg.batch(ddl);
+    pg.forget_state("public", name);
+    Table {
+        schema: "public".into(),
+        name: name.to_string(),
+        columns: vec!["id".into(), "v".into()],
+    }
 }
 
 /// Runs a sink of `cfg` until its stored offsets are `ends`, then stops it.
@@ -308,17 +320,15 @@ fn write_modes_repeated_keys_in_one_flush_mock() {
     ];
     for (mode, want) in expected {
         let name = format!("{}_{mode}", ctx.table_name());
-        pg.batch(&format!(
-            "DROP TABLE IF EXISTS public.{name}; \
-             CREATE TABLE public.{name} (id bigint PRIMARY KEY, v text, note text NOT NULL DEFAULT 'new'); \
-             INSERT INTO public.{name} VALUES (1, 'old1', 'mine'), (2, 'old2', 'mine'), (4, 'old4', 'mine'), (6, 'old6', 'mine')"
-        ));
-        pg.forget_state("public", &name);
-        let table = Table {
-            schema: "public".into(),
-            name: name.clone(),
-            columns: vec!["id".into(), "v".into()],
-        };
+        let table = id_v_table(
+            &pg,
+            &name,
+            &format!(
+                "DROP TABLE IF EXISTS public.{name}; \
+                 CREATE TABLE public.{name} (id bigint PRIMARY KEY, v text, note text NOT NULL DEFAULT 'new'); \
+                 INSERT INTO public.{name} VALUES (1, 'old1', 'mine'), (2, 'old2', 'mine'), (4, 'old4', 'mine'), (6, 'old6', 'mine')"
+            ),
+        );
         let cfg = keyed_config(&table, &topic, &broker, &ctx.unique(mode), mode).flush_ms(3000);
         run_to(&ctx, &pg, mode, &cfg, &ends);
         let got: Vec<(i64, String, String)> = pg
@@ -353,15 +363,13 @@ fn write_modes_repeated_keys_in_one_flush_mock() {
 
     // Every column a key column: nothing to update, rows are there or not.
     let name = format!("{}_pairs", ctx.table_name());
-    pg.batch(&format!(
-        "DROP TABLE IF EXISTS public.{name}; CREATE TABLE public.{name} (id bigint, v text, PRIMARY KEY (v, id))"
-    ));
-    pg.forget_state("public", &name);
-    let table = Table {
-        schema: "public".into(),
-        name: name.clone(),
-        columns: vec!["id".into(), "v".into()],
-    };
+    let table = id_v_table(
+        &pg,
+        &name,
+        &format!(
+            "DROP TABLE IF EXISTS public.{name}; CREATE TABLE public.{name} (id bigint, v text, PRIMARY KEY (v, id))"
+        ),
+    );
     let mut cfg = keyed_config(&table, &topic, &broker, &ctx.unique("pairs"), "upsert")
         .line("db.key.columns = \"v,id\"")
         .flush_ms(3000);
@@ -381,7 +389,7 @@ fn write_modes_partitioned_table_and_refused_rows_mock() {
     let pg = Pg::connect();
     let topic = ctx.unique("t");
     broker.create_topic(&topic, 1);
-    let history: Vec<(i64, Option<String>)> = [
+    let history: [(i64, Option<&str>); _] = [
         (1, Some(r#"{"v": "a"}"#)),
         (2, Some(r#"{"v": "bad"}"#)),
         (3, Some(r#"{"w": 1}"#)),
@@ -390,10 +398,7 @@ fn write_modes_partitioned_table_and_refused_rows_mock() {
         (5, Some(r#"{"v": "d"}"#)),
         (4, None),
         (6, Some(r#"{"v": "good"}"#)),
-    ]
-    .iter()
-    .map(|(id, v)| (*id, v.map(str::to_string)))
-    .collect();
+    ];
     let ends = send_history(&broker, &topic, &history);
     // Bisection applies the accepted ranges left to right: 4 is written, then deleted, in
     // either mode; ignore keeps 1's first row.
@@ -403,18 +408,16 @@ fn write_modes_partitioned_table_and_refused_rows_mock() {
     ];
     for (mode, want) in expected {
         let name = format!("{}_{mode}", ctx.table_name());
-        pg.batch(&format!(
-            "DROP TABLE IF EXISTS public.{name}; \
-             CREATE TABLE public.{name} (id bigint PRIMARY KEY, v text NOT NULL CHECK (v <> 'bad')) PARTITION BY HASH (id); \
-             CREATE TABLE public.{name}_0 PARTITION OF public.{name} FOR VALUES WITH (MODULUS 2, REMAINDER 0); \
-             CREATE TABLE public.{name}_1 PARTITION OF public.{name} FOR VALUES WITH (MODULUS 2, REMAINDER 1)"
-        ));
-        pg.forget_state("public", &name);
-        let table = Table {
-            schema: "public".into(),
-            name,
-            columns: vec!["id".into(), "v".into()],
-        };
+        let table = id_v_table(
+            &pg,
+            &name,
+            &format!(
+                "DROP TABLE IF EXISTS public.{name}; \
+                 CREATE TABLE public.{name} (id bigint PRIMARY KEY, v text NOT NULL CHECK (v <> 'bad')) PARTITION BY HASH (id); \
+                 CREATE TABLE public.{name}_0 PARTITION OF public.{name} FOR VALUES WITH (MODULUS 2, REMAINDER 0); \
+                 CREATE TABLE public.{name}_1 PARTITION OF public.{name} FOR VALUES WITH (MODULUS 2, REMAINDER 1)"
+            ),
+        );
         let cfg = keyed_config(&table, &topic, &broker, &ctx.unique(mode), mode).flush_ms(2000);
         run_to(&ctx, &pg, mode, &cfg, &ends);
         assert_eq!(rows(&pg, &table), live(want), "{mode}");
@@ -506,27 +509,22 @@ fn write_modes_identity_key_and_domain_mock() {
     let topic = ctx.unique("t");
     broker.create_topic(&topic, 1);
     let name = ctx.table_name();
-    pg.batch(&format!(
-        "DROP TABLE IF EXISTS public.{name}; DROP DOMAIN IF EXISTS public.{name}_text; \
-         CREATE DOMAIN public.{name}_text AS text NOT NULL CHECK (VALUE <> ''); \
-         CREATE TABLE public.{name} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v public.{name}_text)"
-    ));
-    pg.forget_state("public", &name);
-    let table = Table {
-        schema: "public".into(),
-        name,
-        columns: vec!["id".into(), "v".into()],
-    };
-    let history: Vec<(i64, Option<String>)> = [
+    let table = id_v_table(
+        &pg,
+        &name,
+        &format!(
+            "DROP TABLE IF EXISTS public.{name}; DROP DOMAIN IF EXISTS public.{name}_text; \
+             CREATE DOMAIN public.{name}_text AS text NOT NULL CHECK (VALUE <> ''); \
+             CREATE TABLE public.{name} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v public.{name}_text)"
+        ),
+    );
+    let history: [(i64, Option<&str>); _] = [
         (1, Some(r#"{"v": "a"}"#)),
         (2, Some(r#"{"v": "b"}"#)),
         (1, None),
         (3, Some(r#"{"v": ""}"#)),
         (2, Some(r#"{"v": "c"}"#)),
-    ]
-    .iter()
-    .map(|(id, v)| (*id, v.map(str::to_string)))
-    .collect();
+    ];
     let ends = send_history(&broker, &topic, &history);
     let cfg = keyed_config(&table, &topic, &broker, &ctx.unique("g"), "upsert").flush_ms(2000);
     run_to(&ctx, &pg, "sink", &cfg, &ends);
@@ -543,8 +541,8 @@ fn write_modes_identity_key_and_domain_mock() {
 
 /// A keyed mode needs a key with a unique index: a table without a primary key, key columns
 /// without a unique index over exactly them, or only a deferrable one, stop the sink at start
-/// with the fix;
-/// `check` reports the key, its index and the mode; `dlq redrive` refuses to append.
+/// with the fix; `check` reports the key, its index and the mode, and the privileges it needs
+/// column by column; `dlq redrive` refuses to append.
 #[test]
 fn write_modes_need_a_unique_key_mock() {
     let ctx = Ctx::new("write_modes_need_a_unique_key_mock");

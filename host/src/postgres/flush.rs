@@ -275,13 +275,11 @@ impl Writer {
         let Some(merge) = &self.merge else {
             return Ok(());
         };
-        let mut statements = Vec::with_capacity(3);
-        if deletes {
-            statements.push(&merge.delete);
-        }
-        statements.push(&merge.apply);
-        statements.push(&merge.empty);
-        for statement in statements {
+        // Planned at every flush, not prepared: a cached plan would be the one made for the
+        // first flush's row count (the staging table is never analyzed), and a join planned
+        // for ten rows is wrong for a hundred thousand.
+        let deleting = deletes.then_some(&merge.delete);
+        for statement in deleting.into_iter().chain([&merge.apply, &merge.empty]) {
             let done = self.client.execute(statement.as_str(), &[]).await;
             done.map_err(|e| DbError::classify(e, &self.describe))?;
         }
