@@ -11,15 +11,25 @@ pub(crate) fn prepare_table_as(ctx: &Ctx, table: &str, ddl: &str) -> anyhow::Res
     ctx.db.batch(&format!(
         "DROP TABLE IF EXISTS public.{table}; CREATE TABLE public.{table} {ddl};"
     ))?;
-    let has_state: bool = ctx
+    // The positions of whichever sink loaded the table (pgsink 3 records the table with each;
+    // an older package keys them by table).
+    let layout: Option<bool> = ctx
         .db
-        .query_one("SELECT to_regclass('pgsink.offsets') IS NOT NULL", &[])?
+        .query_one(
+            "SELECT CASE WHEN to_regclass('pgsink.offsets') IS NULL THEN NULL
+                         ELSE EXISTS (SELECT 1 FROM information_schema.columns
+                                       WHERE table_schema = 'pgsink' AND table_name = 'offsets'
+                                         AND column_name = 'first_table') END",
+            &[],
+        )?
         .get(0);
-    if has_state {
-        ctx.db.query(
-            "DELETE FROM pgsink.offsets WHERE table_schema = 'public' AND table_name = $1",
-            &[&table],
-        )?;
+    if let Some(current) = layout {
+        let offsets = if current {
+            "DELETE FROM pgsink.offsets WHERE first_table = 'public.' || quote_ident($1)"
+        } else {
+            "DELETE FROM pgsink.offsets WHERE table_schema = 'public' AND table_name = $1"
+        };
+        ctx.db.query(offsets, &[&table])?;
         ctx.db.query(
             "DELETE FROM pgsink.dead_letters WHERE table_schema = 'public' AND table_name = $1",
             &[&table],

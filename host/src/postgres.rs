@@ -1,9 +1,11 @@
 //! Everything pgsink says to PostgreSQL: connecting, the SQL package, errors sorted by how
 //! the sink reacts, and dead letters. The target table's shape is [`target`], the flush
-//! transaction [`flush`], and a keyed flush's staging and merge [`merge`].
+//! transaction [`flush`], a keyed flush's staging and merge [`merge`], and the sink's stored
+//! positions [`offsets`].
 
 mod flush;
 mod merge;
+pub mod offsets;
 mod target;
 
 pub use flush::{FlushData, Writer};
@@ -81,6 +83,11 @@ impl DbError {
         };
         let text = match db.where_() {
             Some(w) if w.starts_with("COPY") => format!("{text}; {w}"),
+            _ => text,
+        };
+        // pgsink's own errors (`sql/install.sql`) carry what to do in their hint.
+        let text = match db.hint() {
+            Some(hint) if code.starts_with("PSK") => format!("{text}; {hint}"),
             _ => text,
         };
         if code == FENCE_SQLSTATE {
@@ -195,10 +202,10 @@ pub async fn install(client: &Client) -> Result<(), tokio_postgres::Error> {
 }
 
 /// The version of the SQL package this binary installs (`pgsink N:` in the schema's comment).
-pub const SQL_VERSION: i32 = 2;
+pub const SQL_VERSION: i32 = 3;
 
 /// True when the SQL package is installed, at [`SQL_VERSION`] or newer (an older one lacks
-/// what this binary relies on, e.g. version 2's fence on the start of each flush).
+/// what this binary relies on, e.g. version 3's offsets keyed by sink).
 pub async fn installed(client: &Client) -> Result<bool, tokio_postgres::Error> {
     let row = client
         .query_one(

@@ -13,30 +13,23 @@ use tokio_postgres::Client;
 
 use crate::config::DbConfig;
 use crate::ledger::Partition;
-use crate::postgres::{self, Target};
+use crate::postgres;
 
-/// Reads the stored offsets of one sink (its table and topics).
+/// Reads the stored offsets of one sink.
 pub struct StoredOffsets {
     db: DbConfig,
-    target: Target,
-    topics: Vec<String>,
+    sink: String,
     client: Option<Client>,
     /// The runtime the connection task runs on (the consume thread blocks on it).
     runtime: tokio::runtime::Handle,
 }
 
 impl StoredOffsets {
-    /// A reader for `target`'s offsets of `topics`; it connects when first asked.
-    pub fn new(
-        db: DbConfig,
-        target: Target,
-        topics: Vec<String>,
-        runtime: tokio::runtime::Handle,
-    ) -> StoredOffsets {
+    /// A reader for sink `sink`'s offsets; it connects when first asked.
+    pub fn new(db: DbConfig, sink: String, runtime: tokio::runtime::Handle) -> StoredOffsets {
         StoredOffsets {
             db,
-            target,
-            topics,
+            sink,
             client: None,
             runtime,
         }
@@ -72,7 +65,7 @@ impl StoredOffsets {
         }
         let client = self.client.as_ref().expect("connected above");
         self.runtime
-            .block_on(self.target.stored_offsets(client, &self.topics))
+            .block_on(postgres::offsets::stored(client, &self.sink))
             .map_err(|e| e.to_string())
     }
 }

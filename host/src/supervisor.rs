@@ -58,22 +58,31 @@ pub async fn run(
         hash: spec.component.hash().to_string(),
         version: 0,
     });
-    if config.delivery != Delivery::Synchronized {
-        let dropped = target.drop_state(&client, &config.topics).await?;
+    let sink_name = config.identity();
+    if config.delivery == Delivery::Synchronized {
+        let consumes = |topic: &str| config.consumes(topic);
+        let adopted = postgres::offsets::adopt(&client, &sink_name, db, consumes).await?;
+        if adopted > 0 {
+            tracing::info!(sink = %sink_name, table = %target.qualified(), adopted,
+                "the positions an older pgsink stored for this table and these topics are now this sink's");
+        }
+        let consumes = |topic: &str| config.consumes(topic);
+        let conflicts = postgres::offsets::conflicts(&client, &sink_name, db, consumes).await?;
+        if let Some(conflict) = conflicts.first() {
+            anyhow::bail!("{conflict}");
+        }
+    } else {
+        let dropped = postgres::offsets::drop(&client, &sink_name, &config.topics).await?;
         if dropped > 0 {
-            tracing::warn!(table = %target.qualified(), dropped, delivery = %config.delivery,
-                "dropped the stored synchronized offsets of these topics for this table: positions now come from Kafka");
+            tracing::warn!(sink = %sink_name, dropped, delivery = %config.delivery,
+                "dropped this sink's stored synchronized offsets of these topics: positions now come from Kafka");
         }
     }
     tracing::info!(
-        table = %target.qualified(), topics = ?config.topics, delivery = %config.delivery,
+        sink = %sink_name, table = %target.qualified(), topics = ?config.topics, delivery = %config.delivery,
         converter = %converter_id.label, converter_hash = %converter_id.hash, tasks = config.tasks, "starting"
     );
 
-    let sink_name = config
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("{}.{}", target.schema, target.table));
     let (publish, specs) = watch::channel(Arc::new(spec));
     let canary = Arc::new(CanarySample::default());
     let stats = Arc::new(Stats::default());
@@ -245,8 +254,7 @@ async fn start_pipeline(
     let stored = (config.delivery == Delivery::Synchronized).then(|| {
         StoredOffsets::new(
             config.db.clone(),
-            target.clone(),
-            config.topics.clone(),
+            sink.to_string(),
             tokio::runtime::Handle::current(),
         )
     });
@@ -284,7 +292,7 @@ async fn start_pipeline(
         .subscribe(&topics)
         .context("cannot subscribe to the topics")?;
     let consumer = Arc::new(consumer);
-    let writer = Writer::connect(&config.db, target.clone(), config.buffer_size).await?;
+    let writer = Writer::connect(&config.db, sink, target.clone(), config.buffer_size).await?;
     let sink_writer = SinkWriter::new(
         WriterConfig {
             db: config.db.clone(),

@@ -109,7 +109,7 @@ pub struct WriterConfig {
     pub errors_tolerance: ErrorTolerance,
     /// Stop if more dead letters than this are committed within a minute.
     pub max_dead_letters_per_minute: Option<u64>,
-    /// The sink's name, for metrics.
+    /// The sink's identity: its offsets and dead letters, and its metrics.
     pub sink: String,
 }
 
@@ -405,7 +405,10 @@ impl SinkWriter {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
                     let target = self.writer.target().clone();
-                    match Writer::connect(&self.config.db, target, self.config.buffer_size).await {
+                    let sink = &self.config.sink;
+                    let connected =
+                        Writer::connect(&self.config.db, sink, target, self.config.buffer_size);
+                    match connected.await {
                         Ok(writer) => self.writer = writer,
                         Err(error) => {
                             result = Err(error);

@@ -38,6 +38,7 @@ fn properties_file_synchronized_mock() {
     producer.send_std_all(&topic, 1..=5000);
     let ends = end_offsets(&producer.flush());
     let password = "props-Secr3t-9";
+    let name = ctx.unique("props");
     let props = format!(
         "name={name}\n\
          connector.class=com.justone.kafka.sink.pg.json.PostgreSQLSinkConnector\n\
@@ -54,7 +55,6 @@ fn properties_file_synchronized_mock() {
          db.delivery=synchronized\n\
          db.buffer.size=8000000\n\
          bootstrap.servers={bootstrap}\n",
-        name = ctx.unique("props"),
         host = pg_host_port(),
         db = TEST_DB,
         user = pg_user(),
@@ -72,7 +72,9 @@ fn properties_file_synchronized_mock() {
         "db.password appears in stderr"
     );
     assert_exactly_once(&pg, &table, &(1..=5000).collect::<BTreeSet<u64>>());
-    assert_offsets_at_end(&pg, &table, &ends);
+    // The offsets belong to the sink: its name.
+    assert_sink_offsets_at_end(&pg, &name, &ends);
+    assert!(pg.stored_offsets(&table).is_empty());
 }
 
 /// `pgsink sql install` (idempotent, keeps the state) and `pgsink sql uninstall`, in a database
@@ -110,7 +112,7 @@ fn sql_install_uninstall() {
         let rows = pg.query(
             "SELECT to_regclass('pgsink.offsets')::text, to_regclass('pgsink.dead_letters')::text, \
              to_regclass('pgsink.progress')::text, \
-             to_regprocedure('pgsink.commit_offsets(text,text,text[],integer[],bigint[],bigint[],text)')::text",
+             to_regprocedure('pgsink.commit_offsets(text,text,text,text[],integer[],bigint[],bigint[],text)')::text",
             &[],
         );
         (0..4)
@@ -124,12 +126,12 @@ fn sql_install_uninstall() {
         "after install: {present:?}"
     );
     pg.batch(
-        "INSERT INTO pgsink.offsets (table_schema, table_name, topic, partition, next_offset) \
-         VALUES ('public', 'unused', 't', 0, 42)",
+        "INSERT INTO pgsink.offsets (sink, first_table, topic, partition, next_offset) \
+         VALUES ('public.unused', 'public.unused', 't', 0, 42)",
     );
     sql("install");
     let kept: i64 = pg.query(
-        "SELECT next_offset FROM pgsink.offsets WHERE table_name = 'unused' AND topic = 't'",
+        "SELECT next_offset FROM pgsink.offsets WHERE sink = 'public.unused' AND topic = 't'",
         &[],
     )[0]
     .get(0);

@@ -170,6 +170,78 @@ fn two_topics_into_one_table_synchronized_mock() {
     assert_offsets_at_end(&pg, &table, &ends);
 }
 
+/// `topics = "^<prefix>_.*"`: the sink consumes every topic the pattern matches, one created
+/// while it runs included, and no other. A pattern's partitions are fenced like a named
+/// topic's: after a kill -9, a sink in a *new* consumer group (so nothing comes from Kafka's
+/// committed offsets) resumes each of them at the offset stored in PostgreSQL, exactly once.
+#[test]
+fn topic_pattern_synchronized_mock() {
+    let ctx = Ctx::new("topic_pattern");
+    let broker = Broker::mock();
+    let pg = Pg::connect();
+    let table = pg.std_table(&ctx.table_name());
+    let prefix = ctx.unique("p");
+    let [a, b, c] = ["a", "b", "c"].map(|t| format!("{prefix}_{t}"));
+    let outside = format!("{prefix}x_d");
+    broker.create_topic(&a, 3);
+    broker.create_topic(&b, 1);
+    broker.create_topic(&outside, 1);
+    let mut producer = broker.producer(false);
+    producer.send_std_all(&a, 1..=3000);
+    producer.send_std_all(&b, 10_001..=11_000);
+    producer.send_std_all(&outside, 900_001..=900_100);
+    let mut delivered = producer.flush();
+    let cfg = |group: &str| {
+        SinkToml::new(&table, &[], &broker, &ctx.unique(group))
+            .line(&format!("topics = {}", toml_str(&format!("^{prefix}_.*"))))
+            .kafka("topic.metadata.refresh.interval.ms", "500")
+            .flush_ms(200)
+            .render()
+    };
+    let mut sink = ctx.sink("sink").toml(&cfg("g1")).start();
+    let mut ids: BTreeSet<u64> = (1..=3000).chain(10_001..=11_000).collect();
+    pg.wait_all_rows(&table, &ids, LONG, &mut [&mut sink]);
+
+    broker.create_topic(&c, 2);
+    producer.send_std_all(&c, 20_001..=22_000);
+    delivered.extend(producer.flush());
+    ids.extend(20_001..=22_000);
+    pg.wait_all_rows(&table, &ids, LONG, &mut [&mut sink]);
+    sink.kill9();
+
+    producer.send_std_all(&a, 3001..=4000);
+    producer.send_std_all(&c, 22_001..=23_000);
+    delivered.extend(producer.flush());
+    ids.extend((3001..=4000).chain(22_001..=23_000));
+    let mut sink = ctx.sink("again").toml(&cfg("g2")).start();
+    pg.wait_all_rows(&table, &ids, LONG, &mut [&mut sink]);
+    sink.stop_ok();
+    assert_exactly_once(&pg, &table, &ids);
+    let mut ends = end_offsets(&delivered);
+    ends.retain(|(topic, _), _| *topic != outside);
+    assert_offsets_at_end(&pg, &table, &ends);
+
+    // Switched to guaranteed delivery, the sink drops the stored offsets of the topics its
+    // pattern matches, and only those.
+    pg.query(
+        "INSERT INTO pgsink.offsets (sink, first_table, topic, partition, next_offset)
+         VALUES ($1, 'public.' || quote_ident($2), $3, 0, 5)",
+        &[&table.sink(), &table.name, &outside],
+    );
+    let guaranteed = cfg("g3").replace("[kafka]", "db.delivery = \"guaranteed\"\n[kafka]");
+    let mut sink = ctx.sink("guaranteed").toml(&guaranteed).start();
+    wait_log(
+        &ctx,
+        &mut sink,
+        "dropped this sink's stored synchronized offsets",
+        1,
+        LONG,
+    );
+    sink.stop_ok();
+    let left: Vec<(String, i32)> = pg.stored_offsets(&table).into_keys().collect();
+    assert_eq!(left, vec![(outside.clone(), 0)]);
+}
+
 /// 12 partitions, `tasks = 2` (two pipelines).
 #[test]
 fn synchronized_multi_partition_tasks_2_mock() {

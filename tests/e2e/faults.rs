@@ -517,10 +517,6 @@ fn synchronized_table_dropped_mock() {
 /// Errors for the next requests of one API.
 type Injection = (RDKafkaApiKey, Vec<RDKafkaRespErr>);
 
-fn lines_with(text: &str, needle: &str) -> usize {
-    text.lines().filter(|l| l.contains(needle)).count()
-}
-
 /// While messages flow, the mock broker fails requests: fetches (dropped connections, "not
 /// leader", "unknown partition"), heartbeats ("rebalance in progress": the group rebalances),
 /// group joins and offset lookups. The sink must ride it all out and end with every message

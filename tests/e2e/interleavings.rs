@@ -70,31 +70,6 @@ fn wait_copy_blocked(ctx: &Ctx, pg: &Pg, t: &Table, sink: &mut Sink) {
     ));
 }
 
-fn lines_with(text: &str, needle: &str) -> usize {
-    text.lines().filter(|l| l.contains(needle)).count()
-}
-
-/// Waits until a line containing `needle` appears in the sink's stderr for the `n`-th time
-/// (fails if the sink exits first; the line may be its last before a deliberate exit).
-fn wait_log(ctx: &Ctx, sink: &mut Sink, needle: &str, n: usize, timeout: Duration) {
-    let took = wait_for(
-        timeout,
-        &format!("{}: log line {needle:?} #{n}", sink.label),
-        || {
-            if lines_with(&sink.stderr(), needle) >= n {
-                return true;
-            }
-            sink.assert_running(&format!("waiting for {needle:?}"));
-            false
-        },
-    );
-    ctx.note(format!(
-        "{}: {needle:?} #{n} after {:.1} s",
-        sink.label,
-        took.as_secs_f64()
-    ));
-}
-
 /// True when every partition in `ends` has its stored offset at the end.
 fn stored_at_end(pg: &Pg, t: &Table, ends: &BTreeMap<(String, i32), i64>) -> bool {
     let stored = pg.stored_offsets(t);
@@ -132,29 +107,6 @@ fn wait_consume_blocked(ctx: &Ctx, sink: &mut Sink, port: u16) -> f64 {
 // ------------------------------------------------------------------------------------------
 // 1. A fence trip drops buffered messages of a partition that has no stored row
 // ------------------------------------------------------------------------------------------
-
-/// COPY text of the standard rows of `ids` (columns in [`STD_COLUMNS`] order).
-/// Loads the standard rows of `ids` into `t` (as another process would), on `pg`'s connection
-/// (inside its open transaction, if any).
-fn copy_std_rows(pg: &Pg, t: &Table, ids: impl IntoIterator<Item = u64>) {
-    let columns: Vec<String> = t.columns.iter().map(|c| ident(c)).collect();
-    pg.copy_in(
-        &format!("COPY {} ({}) FROM STDIN", t.qualified(), columns.join(", ")),
-        std_copy_text(ids),
-    );
-}
-
-fn std_copy_text(ids: impl IntoIterator<Item = u64>) -> Vec<u8> {
-    let mut text = String::new();
-    for id in ids {
-        let f = std_fields(id);
-        text.push_str(&format!(
-            "{id}\t{}\t{}\t{}\t{}\t{}\n",
-            f.lat, f.lon, f.ax, f.ay, f.az
-        ));
-    }
-    text.into_bytes()
-}
 
 /// Two partitions. A warm-up message on partition 1 is loaded first (partition 1 has a stored
 /// row, partition 0 none, and both partitions are being fetched). Then the table is locked
@@ -206,7 +158,7 @@ fn synchronized_interleaving_fence_trip_unstored_partition_mock() {
     copy_std_rows(&lock, &table, p1_ids.clone());
     lock.query(
         "UPDATE pgsink.offsets SET next_offset = $4 \
-          WHERE table_schema = $1 AND table_name = $2 AND topic = $3 AND partition = 1",
+          WHERE sink = $1 || '.' || $2 AND topic = $3 AND partition = 1",
         &[&table.schema, &table.name, &topic, &(n as i64 + 1)],
     );
     ctx.note("partition 1 loaded behind the sink's back; releasing the lock");
@@ -613,8 +565,8 @@ fn synchronized_interleaving_reload_flush_fence_trip_mock() {
     copy_std_rows(&lock, &table, firsts);
     for partition in 0..partitions {
         lock.query(
-            "INSERT INTO pgsink.offsets (table_schema, table_name, topic, partition, next_offset) \
-             VALUES ($1, $2, $3, $4, 1)",
+            "INSERT INTO pgsink.offsets (sink, first_table, topic, partition, next_offset) \
+             VALUES ($1 || '.' || $2, quote_ident($1) || '.' || quote_ident($2), $3, $4, 1)",
             &[&table.schema, &table.name, &topic, &partition],
         );
     }
@@ -633,76 +585,6 @@ fn synchronized_interleaving_reload_flush_fence_trip_mock() {
     ));
     sink.stop_ok();
     let ids: BTreeSet<u64> = (1..=backlog).collect();
-    assert_synchronized_consistent(&pg, &table, &ids);
-    assert_exactly_once(&pg, &table, &ids);
-}
-
-// ------------------------------------------------------------------------------------------
-// Upgrading the SQL package from version 1 under a stored position
-// ------------------------------------------------------------------------------------------
-
-/// Database of the upgrade test (it installs an old package; no other test may see it).
-const UPGRADE_DB: &str = "pgsink_test_upgrade";
-
-/// A table loaded by a pgsink of SQL package version 1 (its `pgsink.commit_offsets` compared
-/// with the offset a process believed stored): a sink of this version upgrades the package at
-/// start — the schema comment says version 2 — and resumes exactly at the stored offsets,
-/// which the upgrade keeps.
-#[test]
-fn synchronized_upgrade_from_sql_v1_mock() {
-    let name = "synchronized_upgrade_from_sql_v1_mock";
-    let ctx = Ctx::new(name);
-    let broker = Broker::mock();
-    let pg = Pg::connect_to(UPGRADE_DB);
-    pg.batch("DROP SCHEMA IF EXISTS pgsink CASCADE");
-    pg.batch(include_str!("fixtures/install_v1.sql"));
-    let table = pg.std_table(&ctx.table_name());
-    let topic = ctx.unique("t");
-    broker.create_topic(&topic, 2);
-    let n: u64 = 1000;
-    let mut producer = broker.producer(false);
-    producer.send_std_all(&topic, 1..=n);
-    let delivered = producer.flush();
-
-    // What version 1 left behind: the first half of each partition loaded, its offset stored.
-    let mut loaded = BTreeSet::new();
-    for partition in 0..2 {
-        let mine: Vec<&Delivered> = delivered
-            .iter()
-            .filter(|d| d.partition == partition)
-            .collect();
-        let half = mine.len() / 2;
-        let ids: Vec<u64> = mine[..half].iter().map(|d| d.seq as u64 + 1).collect();
-        loaded.extend(ids.iter().copied());
-        copy_std_rows(&pg, &table, ids);
-        pg.query(
-            "SELECT pgsink.commit_offsets($1, $2, ARRAY[$3], ARRAY[$4::int], ARRAY[NULL::bigint], ARRAY[$5::bigint], 'v1')",
-            &[&table.schema, &table.name, &topic, &partition, &(half as i64)],
-        );
-    }
-    let version = |pg: &Pg| -> String {
-        pg.query(
-            "SELECT obj_description('pgsink'::regnamespace, 'pg_namespace')",
-            &[],
-        )[0]
-        .get(0)
-    };
-    assert!(version(&pg).starts_with("pgsink 1:"), "{}", version(&pg));
-    ctx.note(format!("version 1 stored {:?}", pg.stored_offsets(&table)));
-
-    let mut cfg = SinkToml::new(&table, &[&topic], &broker, &ctx.unique("g"))
-        .delivery("synchronized")
-        .flush_ms(100);
-    cfg.database = UPGRADE_DB.to_string();
-    let mut sink = ctx.sink("sink").toml(&cfg.render()).start();
-    let ids: BTreeSet<u64> = (1..=n).collect();
-    pg.wait_all_rows(&table, &ids, LONG, &mut [&mut sink]);
-    sink.stop_ok();
-    assert!(version(&pg).starts_with("pgsink 2:"), "{}", version(&pg));
-    assert!(
-        sink.stderr().contains("upgrading the pgsink schema"),
-        "the sink upgraded the package"
-    );
     assert_synchronized_consistent(&pg, &table, &ids);
     assert_exactly_once(&pg, &table, &ids);
 }

@@ -30,4 +30,5 @@ mod sandbox;
 mod scale_out;
 mod selftest;
 mod tls;
+mod upgrades;
 mod write_modes;

@@ -128,7 +128,7 @@ fn operations_metrics_scraped_during_a_run() {
     }
     sink.stop_ok();
     assert_exactly_once(&pg, &table, &(1..=n).collect());
-    assert_offsets_at_end(&pg, &table, &ends);
+    assert_sink_offsets_at_end(&pg, &name, &ends);
 }
 
 /// `pgsink check --config FILE [extra args]`: (exit code, stdout).
@@ -519,13 +519,13 @@ fn operations_two_sinks_in_one_process() {
     pg.wait_all_rows(&table_a, &ids_a, LONG, &mut [&mut sink]);
     pg.wait_all_rows(&table_b, &ids_b, LONG, &mut [&mut sink]);
     wait_for(Duration::from_secs(30), "stored offsets at the end", || {
-        let nonzero = |t: &Table| -> BTreeMap<(String, i32), i64> {
-            pg.stored_offsets(t)
+        let nonzero = |t: &str| -> BTreeMap<(String, i32), i64> {
+            pg.sink_offsets(t)
                 .into_iter()
                 .filter(|(_, v)| *v != 0)
                 .collect()
         };
-        nonzero(&table_a) == ends_a && nonzero(&table_b) == ends_b
+        nonzero(&name_a) == ends_a && nonzero(&name_b) == ends_b
     });
     // Each sink has its own consumer group, connect-<name>, at the end of its topic.
     wait_committed_at_end(
@@ -547,8 +547,8 @@ fn operations_two_sinks_in_one_process() {
     sink.stop_ok();
     assert_exactly_once(&pg, &table_a, &ids_a);
     assert_exactly_once(&pg, &table_b, &ids_b);
-    assert_offsets_at_end(&pg, &table_a, &ends_a);
-    assert_offsets_at_end(&pg, &table_b, &ends_b);
+    assert_sink_offsets_at_end(&pg, &name_a, &ends_a);
+    assert_sink_offsets_at_end(&pg, &name_b, &ends_b);
     assert!(pg.dead_letters(&table_a).is_empty());
     assert!(pg.dead_letters(&table_b).is_empty());
 }

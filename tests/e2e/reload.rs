@@ -188,7 +188,7 @@ fn check_versioned_run(pg: &Pg, t: &Table, delivered: &[Delivered], plugin: &Pat
     let hash = sha256_hex(plugin);
     let hashes: Vec<Option<String>> = pg
         .query(
-            "SELECT plugin_hash FROM pgsink.offsets WHERE table_schema = $1 AND table_name = $2",
+            "SELECT plugin_hash FROM pgsink.offsets WHERE sink = $1 || '.' || $2",
             &[&t.schema, &t.name],
         )
         .iter()

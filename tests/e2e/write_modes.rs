@@ -113,7 +113,7 @@ fn snapshot(pg: &Pg, table: &Table) -> (BTreeMap<(String, i32), i64>, BTreeMap<i
     let all = pg.query(
         &format!(
             "SELECT topic, partition, next_offset, NULL::text FROM pgsink.offsets
-              WHERE table_schema = $1 AND table_name = $2
+              WHERE sink = $1 || '.' || $2
              UNION ALL SELECT NULL, NULL, id, v FROM {}",
             table.qualified()
         ),
@@ -350,7 +350,7 @@ fn write_modes_repeated_keys_in_one_flush_mock() {
         let flushes: i64 = pg.query(
             &format!(
                 "SELECT count(DISTINCT xmin::text) FROM (SELECT xmin FROM public.{name} WHERE id IN (4, 5)
-                  UNION ALL SELECT xmin FROM pgsink.offsets WHERE table_schema = 'public' AND table_name = $1) x"
+                  UNION ALL SELECT xmin FROM pgsink.offsets WHERE sink = 'public.' || $1) x"
             ),
             &[&name],
         )[0]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
-use crate::config::{self, MetricsAddress, SinkConfig, WriteMode};
+use crate::config::{self, is_topic_pattern, Delivery, MetricsAddress, SinkConfig, WriteMode};
 use crate::converter::{ConverterSpec, Table};
 use crate::kafka::redact_secrets;
 use crate::postgres::{self, Target};
@@ -116,7 +116,12 @@ async fn check(config: &SinkConfig, broker_timeout: Duration) -> Vec<CheckLine> 
         Ok(client) => {
             lines.push(pass("database", format!("connected to {} as {}", postgres::describe(db), db.username)));
             match postgres::installed(&client).await {
-                Ok(true) => lines.push(pass("schema", "the pgsink schema is installed")),
+                Ok(true) => {
+                    lines.push(pass("schema", "the pgsink schema is installed"));
+                    if config.delivery == Delivery::Synchronized {
+                        lines.push(check_positions(config, &client).await);
+                    }
+                }
                 Ok(false) => lines.push(pass("schema", "the pgsink schema is missing or older than this pgsink; pgsink run installs or upgrades it (or run pgsink sql install)")),
                 Err(error) => lines.push(fail("schema", error.to_string(), "grant the sink's user USAGE on schema pgsink")),
             }
@@ -188,6 +193,37 @@ async fn check(config: &SinkConfig, broker_timeout: Duration) -> Vec<CheckLine> 
     lines.push(check_converter(config, &table));
     lines.extend(check_broker(config, broker_timeout));
     lines
+}
+
+/// The sink's stored positions: how many, and none that another sink owns in its table or
+/// that it stored for another table (the first flush would stop the sink).
+async fn check_positions(config: &SinkConfig, client: &tokio_postgres::Client) -> CheckLine {
+    let sink = config.identity();
+    let consumes = |topic: &str| config.consumes(topic);
+    let found = postgres::offsets::conflicts(client, &sink, &config.db, consumes).await;
+    let stored = postgres::offsets::stored(client, &sink).await;
+    match (found, stored) {
+        (Ok(conflicts), _) if !conflicts.is_empty() => fail(
+            "offsets",
+            conflicts[0].to_string(),
+            "hand the positions over, or give the sink another name, as said",
+        ),
+        (Ok(_), Ok(stored)) => {
+            let mine = stored
+                .keys()
+                .filter(|(topic, _)| config.consumes(topic))
+                .count();
+            pass(
+                "offsets",
+                format!("sink {sink}: {mine} stored position(s) of its topics"),
+            )
+        }
+        (Err(error), _) | (_, Err(error)) => fail(
+            "offsets",
+            error.to_string(),
+            "grant the sink's user SELECT on pgsink.offsets",
+        ),
+    }
 }
 
 /// `metrics.address` resolves (validation checks only its syntax; names resolve at start).
@@ -276,6 +312,10 @@ fn check_broker(config: &SinkConfig, timeout: Duration) -> Vec<CheckLine> {
         format!("{servers}: {} broker(s)", metadata.brokers().len()),
     )];
     for topic in &config.topics {
+        if is_topic_pattern(topic) {
+            lines.push(pattern_line(topic, &metadata, &servers));
+            continue;
+        }
         let found = metadata.topics().iter().find(|t| t.name() == topic);
         lines.push(match found {
             Some(t) if t.error().is_none() => pass(
@@ -290,6 +330,31 @@ fn check_broker(config: &SinkConfig, timeout: Duration) -> Vec<CheckLine> {
         });
     }
     lines
+}
+
+/// What a topic pattern matches now. Matching nothing is no failure: topics created later are
+/// picked up at the next metadata refresh.
+fn pattern_line(pattern: &str, metadata: &rdkafka::metadata::Metadata, servers: &str) -> CheckLine {
+    let Ok(regex) = regex::Regex::new(pattern) else {
+        return fail(
+            "topic",
+            format!("{pattern} is not a valid pattern"),
+            "fix `topics`",
+        );
+    };
+    let mut matched: Vec<String> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none() && regex.is_match(t.name()))
+        .map(|t| format!("{} ({} partition(s))", t.name(), t.partitions().len()))
+        .collect();
+    matched.sort();
+    let detail = if matched.is_empty() {
+        format!("{pattern}: matches no topic on {servers} yet; topics created later are consumed within kafka.topic.metadata.refresh.interval.ms")
+    } else {
+        format!("{pattern}: matches {}", matched.join(", "))
+    };
+    pass("topic", detail)
 }
 
 #[cfg(test)]

@@ -70,7 +70,11 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         empty_is_null: args.empty_is_null,
     };
     let input = Input {
-        topic: config.topics.first().map(String::as_str).unwrap_or("stdin"),
+        topic: config
+            .topics
+            .iter()
+            .find(|t| !config::is_topic_pattern(t))
+            .map_or("stdin", String::as_str),
         format: &format,
         tables: &tables,
     };

@@ -22,7 +22,7 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Action {
-    /// Show the dead letters of the sink's table, oldest first.
+    /// Show the dead letters of the sink, oldest first.
     List {
         /// The configuration.
         #[arg(short, long)]
@@ -38,7 +38,7 @@ enum Action {
         /// The configuration (its converter and table are used).
         #[arg(short, long)]
         config: PathBuf,
-        /// Only these dead letters (ids from `dlq list`); default all of the table.
+        /// Only these dead letters (ids from `dlq list`); default all of the sink's.
         #[arg(long, value_delimiter = ',')]
         id: Option<Vec<i64>>,
         /// Report what would happen, change nothing.
@@ -106,20 +106,50 @@ pub struct DeadLetterRow {
     pub value_preview: String,
 }
 
-/// The dead letters of the sink's table, oldest first.
-async fn list(config: &SinkConfig, limit: i64) -> anyhow::Result<Vec<DeadLetterRow>> {
+/// Which dead letters are the sink's: its own, and those an older pgsink stored for its first
+/// table and its topics that no start has adopted yet; of its first table either way, so that
+/// another sink of the same name is never re-driven into this one's table (`$1` identity, `$2`
+/// schema, `$3` table, `$4` topics).
+const THE_SINKS: &str = "table_schema = $2 AND table_name = $3
+     AND (sink = $1 OR (sink = 'table ' || quote_ident($2) || '.' || quote_ident($3)
+                        AND topic = ANY($4)))";
+
+/// Connects, refusing a `pgsink` schema older than this binary's (its dead letters are not
+/// keyed by sink yet).
+async fn connect(config: &SinkConfig) -> anyhow::Result<tokio_postgres::Client> {
     let client = postgres::connect(&config.db).await?;
+    let current = postgres::installed(&client)
+        .await
+        .context("cannot read the pgsink schema's version")?;
+    if !current {
+        anyhow::bail!("the pgsink schema is missing or older than this pgsink; run `pgsink sql install` (or start the sink) first");
+    }
+    Ok(client)
+}
+
+/// The dead letters of the sink, oldest first.
+async fn list(config: &SinkConfig, limit: i64) -> anyhow::Result<Vec<DeadLetterRow>> {
+    let client = connect(config).await?;
+    let db = &config.db;
     let rows = client
         .query(
-            "SELECT id, topic, partition, \"offset\", failed_at::text, reason,
-                    coalesce(encode(substring(value FROM 1 FOR 80), 'escape'), '(null)')
-               FROM pgsink.dead_letters
-              WHERE table_schema = $1 AND table_name = $2
-              ORDER BY id LIMIT $3",
-            &[&config.db.schema, &config.db.table, &limit],
+            &format!(
+                "SELECT id, topic, partition, \"offset\", failed_at::text, reason,
+                        coalesce(encode(substring(value FROM 1 FOR 80), 'escape'), '(null)')
+                   FROM pgsink.dead_letters
+                  WHERE {THE_SINKS}
+                  ORDER BY id LIMIT $5"
+            ),
+            &[
+                &config.identity(),
+                &db.schema,
+                &db.table,
+                &config.topics,
+                &limit,
+            ],
         )
         .await
-        .context("cannot read pgsink.dead_letters (is the pgsink schema installed?)")?;
+        .context("cannot read pgsink.dead_letters")?;
     Ok(rows
         .iter()
         .map(|r| DeadLetterRow {
@@ -173,7 +203,7 @@ async fn redrive(
             config.db.write_mode
         );
     }
-    let mut client = postgres::connect(&config.db).await?;
+    let mut client = connect(config).await?;
     let target = Target::resolve(&client, &config.db).await?;
     let spec = ConverterSpec::load(&config.converter)?;
     let mut converter = spec.instantiate(&[target.converter_table()])?;
@@ -181,13 +211,21 @@ async fn redrive(
     let tx = client.transaction().await?;
     let rows = tx
         .query(
-            "SELECT id, topic, partition, \"offset\",
-                    (extract(epoch FROM message_timestamp) * 1000)::bigint, key, value
-               FROM pgsink.dead_letters
-              WHERE table_schema = $1 AND table_name = $2 AND ($3::bigint[] IS NULL OR id = ANY($3))
-              ORDER BY id
-              FOR UPDATE SKIP LOCKED",
-            &[&target.schema, &target.table, &ids],
+            &format!(
+                "SELECT id, topic, partition, \"offset\",
+                        (extract(epoch FROM message_timestamp) * 1000)::bigint, key, value
+                   FROM pgsink.dead_letters
+                  WHERE {THE_SINKS} AND ($5::bigint[] IS NULL OR id = ANY($5))
+                  ORDER BY id
+                  FOR UPDATE SKIP LOCKED"
+            ),
+            &[
+                &config.identity(),
+                &target.schema,
+                &target.table,
+                &config.topics,
+                &ids,
+            ],
         )
         .await?;
     let mut summary = RedriveSummary {

@@ -80,6 +80,13 @@ pub const JSON_SETTINGS: &[&str] = &[
 /// The original connector's class; other `connector.class` values draw a warning.
 pub const JUSTONE_CONNECTOR_CLASS: &str = "com.justone.kafka.sink.pg.json.PostgreSQLSinkConnector";
 
+/// Whether a `topics` entry is a pattern: one that starts with `^` is a regular expression, and
+/// the sink consumes every topic it matches, now and as topics are created (librdkafka's
+/// convention; new topics are found at each `topic.metadata.refresh.interval.ms`).
+pub fn is_topic_pattern(entry: &str) -> bool {
+    entry.starts_with('^')
+}
+
 /// librdkafka properties the sink controls itself, with the reason given to the user.
 pub const FORBIDDEN_KAFKA_KEYS: &[(&str, &str)] = &[
     (
@@ -118,7 +125,8 @@ pub struct ProcessConfig {
 pub struct SinkConfig {
     /// The sink's name (`name`); the default consumer group is `connect-<name>`.
     pub name: Option<String>,
-    /// Topics to consume (`topics`), in the order given, without duplicates.
+    /// Topics to consume (`topics`), in the order given, without duplicates; an entry that
+    /// starts with `^` is a pattern ([`is_topic_pattern`]).
     pub topics: Vec<String>,
     /// Number of parallel pipelines (`tasks`, the original's `tasks.max`).
     pub tasks: usize,
@@ -570,6 +578,25 @@ pub fn parse_properties(text: &str) -> Result<SinkConfig, ConfigError> {
 }
 
 impl SinkConfig {
+    /// Who owns the sink's stored offsets and dead letters: its `name`, else
+    /// `<db.schema>.<db.table>`. Renaming a sink starts its positions over, as renaming a
+    /// Kafka Connect connector changes its consumer group.
+    pub fn identity(&self) -> String {
+        match &self.name {
+            Some(name) => name.clone(),
+            None => format!("{}.{}", self.db.schema, self.db.table),
+        }
+    }
+
+    /// Whether the sink consumes `topic`: it is named in `topics`, or a pattern matches it.
+    pub fn consumes(&self, topic: &str) -> bool {
+        self.topics.iter().any(|entry| {
+            entry == topic
+                || is_topic_pattern(entry)
+                    && regex::Regex::new(entry).is_ok_and(|p| p.is_match(topic))
+        })
+    }
+
     /// Replaces `db.password` with `value` (the content of
     /// [`PGSINK_DB_PASSWORD`](PASSWORD_ENV)) when it is set and non-empty.
     pub fn apply_password_env(&mut self, value: Option<String>) {

@@ -15,7 +15,7 @@ use toml::Spanned;
 use super::schema::{flatten_toml, type_error, Flat, Schema, SINK};
 use super::validate::{self, KeyNames};
 use super::values::MetricsAddress;
-use super::{ConfigError, Delivery, ProcessConfig, SinkConfig};
+use super::{is_topic_pattern, ConfigError, Delivery, ProcessConfig, SinkConfig};
 
 /// Parses and validates a TOML file with all its sinks.
 pub(super) fn process(text: &str) -> Result<ProcessConfig, ConfigError> {
@@ -182,6 +182,22 @@ pub(crate) fn sink_label(index: usize, name: Option<&str>) -> String {
     }
 }
 
+/// A topic (or pattern) both sinks may consume: one both name, a named topic the other's pattern
+/// matches, or the same pattern. Two different patterns are not compared (which topics both
+/// match is only known at run time).
+fn shared_topic<'a>(a: &'a SinkConfig, b: &'a SinkConfig) -> Option<&'a String> {
+    let matches = |entry: &str, topic: &str| {
+        is_topic_pattern(entry)
+            && !is_topic_pattern(topic)
+            && regex::Regex::new(entry).is_ok_and(|p| p.is_match(topic))
+    };
+    a.topics.iter().find(|x| {
+        b.topics
+            .iter()
+            .any(|y| x.as_str() == y.as_str() || matches(x, y) || matches(y, x))
+    })
+}
+
 /// Rejects sinks of one process that would get in each other's way.
 fn check_conflicts(sinks: &[SinkConfig]) -> Result<(), ConfigError> {
     let label = |i: usize| sink_label(i + 1, sinks[i].name.as_deref());
@@ -199,26 +215,28 @@ fn check_conflicts(sinks: &[SinkConfig]) -> Result<(), ConfigError> {
                      messages; give each its own `name` or kafka.group.id"
                 )));
             }
-            let table = |c: &SinkConfig| {
-                let db = &c.db;
-                (
-                    db.host.clone(),
-                    db.port,
-                    db.database.clone(),
-                    db.schema.clone(),
-                    db.table.clone(),
-                )
-            };
+            let database = |c: &SinkConfig| (c.db.host.clone(), c.db.port, c.db.database.clone());
             let synchronized =
                 a.delivery == Delivery::Synchronized && b.delivery == Delivery::Synchronized;
-            if let Some(topic) = a.topics.iter().find(|t| b.topics.contains(t)) {
-                if synchronized && table(a) == table(b) {
+            let same_table = (&a.db.schema, &a.db.table) == (&b.db.schema, &b.db.table);
+            if let Some(topic) = shared_topic(a, b) {
+                if synchronized && database(a) == database(b) && same_table {
+                    // One table, topic and partition has one sink's position (`sql/install.sql`).
                     return Err(conflict(format!(
                         "both load topic {topic:?} into {}.{}.{} on {} with synchronized \
                          delivery: their offsets would collide",
                         a.db.database,
                         a.db.schema,
                         a.db.table,
+                        a.db.host_port()
+                    )));
+                }
+                if synchronized && database(a) == database(b) && a.identity() == b.identity() {
+                    return Err(conflict(format!(
+                        "both load topic {topic:?} as sink {:?} into {} on {} with synchronized \
+                         delivery: their offsets would collide; give each its own `name`",
+                        a.identity(),
+                        a.db.database,
                         a.db.host_port()
                     )));
                 }

@@ -12,8 +12,8 @@ use super::values::{
     is_valid_topic, names, non_empty, parse_host, whole_number, Number, ParseEnumError,
 };
 use super::{
-    ConfigError, ConverterConfig, DbConfig, Delivery, ErrorTolerance, SinkConfig, SslMode,
-    WriteMode, DEFAULT_AUTO_OFFSET_RESET, DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_BUFFER_SIZE,
+    is_topic_pattern, ConfigError, ConverterConfig, DbConfig, Delivery, ErrorTolerance, SinkConfig,
+    SslMode, WriteMode, DEFAULT_AUTO_OFFSET_RESET, DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_BUFFER_SIZE,
     DEFAULT_CONVERTER_MEMORY_MB, DEFAULT_CONVERTER_TIMEOUT_MS, DEFAULT_FLUSH_INTERVAL_MS,
     DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SCHEMA, DEFAULT_TASKS, FORBIDDEN_KAFKA_KEYS, JSON_SETTINGS,
     MEGABYTE, MIN_BUFFER_SIZE, MIN_CONVERTER_MEMORY_MB, PARSE_PATHS_SETTING,
@@ -155,14 +155,23 @@ fn present<T>(value: &Option<T>) -> &T {
 
 fn topics_and_tasks(s: &Schema, key_names: KeyNames) -> Result<(Vec<String>, usize), ConfigError> {
     let topics = names("topics", "topic", present(&s.topics))?;
-    if let Some(bad) = topics.iter().find(|t| !is_valid_topic(t)) {
-        return Err(invalid(
-            "topics",
-            format!(
-                "`{bad}` is not a valid Kafka topic name (letters, digits, `.`, `_` and `-`; \
-                 at most 249 characters; topic patterns are not supported)"
-            ),
-        ));
+    for topic in &topics {
+        if is_topic_pattern(topic) {
+            if let Some(cause) = pattern_error(topic) {
+                return Err(invalid(
+                    "topics",
+                    format!("`{topic}` is not a valid topic pattern: {cause}"),
+                ));
+            }
+        } else if !is_valid_topic(topic) {
+            return Err(invalid(
+                "topics",
+                format!(
+                    "`{topic}` is not a valid Kafka topic name (letters, digits, `.`, `_` and \
+                     `-`; at most 249 characters; a pattern starts with `^`)"
+                ),
+            ));
+        }
     }
     let key = key_names.tasks;
     let tasks = whole_number(key, s.tasks.as_ref(), "a whole number of tasks")?
@@ -175,6 +184,42 @@ fn topics_and_tasks(s: &Schema, key_names: KeyNames) -> Result<(Vec<String>, usi
         .transpose()?
         .unwrap_or(DEFAULT_TASKS);
     Ok((topics, tasks))
+}
+
+/// Why a topic pattern is refused, if it is. librdkafka matches patterns as POSIX extended
+/// regular expressions (glibc's `regcomp`), pgsink (`check`, conflicts, dropping positions)
+/// with the `regex` crate: only what both read the same way is accepted, so that what
+/// `pgsink check` lists is what the consumer subscribes to. Outside brackets that leaves out
+/// backslash escapes other than `\.` (`\d` is a `d` to POSIX) and `(?` groups; inside
+/// brackets, any backslash (a literal one to POSIX, an escape to `regex`).
+fn pattern_error(pattern: &str) -> Option<String> {
+    if let Err(error) = regex::Regex::new(pattern) {
+        let cause = error.to_string();
+        return Some(cause.lines().last().unwrap_or_default().trim().to_string());
+    }
+    if pattern.contains("(?") {
+        return Some(
+            "`(?` groups are not POSIX regular expressions, which librdkafka matches".into(),
+        );
+    }
+    let mut chars = pattern.chars();
+    let mut in_brackets = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '[' if !in_brackets => in_brackets = true,
+            ']' if in_brackets => in_brackets = false,
+            '\\' if in_brackets || chars.next() != Some('.') => {
+                return Some(
+                    "librdkafka matches POSIX regular expressions, where a backslash means \
+                     another thing; escape only `.` (as `\\.`) and write classes in brackets \
+                     (`[0-9]` for `\\d`)"
+                        .into(),
+                )
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// `db.*`: connection and target table.

@@ -38,6 +38,8 @@ pub struct FlushData<'a> {
 /// at once from buffered rows (to retry on a new connection).
 pub struct Writer {
     client: Client,
+    /// The sink's identity: whose offsets and dead letters these are.
+    sink: String,
     target: Target,
     /// The COPY of a flush's rows: into the table, or into the staging table when keyed.
     copy: Statement,
@@ -53,11 +55,12 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Connects and prepares the flush statements for `target`, written as `db.write.mode`
-    /// says (a keyed mode creates the connection's staging table, sized for flushes of about
-    /// `buffer_size` bytes).
+    /// Connects and prepares the flush statements of sink `sink` for `target`, written as
+    /// `db.write.mode` says (a keyed mode creates the connection's staging table, sized for
+    /// flushes of about `buffer_size` bytes).
     pub async fn connect(
         db: &DbConfig,
+        sink: &str,
         target: Target,
         buffer_size: usize,
     ) -> Result<Writer, DbError> {
@@ -81,9 +84,9 @@ impl Writer {
         };
         let dead_letters = client
             .prepare(
-                "INSERT INTO pgsink.dead_letters (table_schema, table_name, topic, partition, \"offset\",
-                     message_timestamp, key, value, reason, plugin, plugin_hash)
-                 SELECT $1, $2, d.topic, d.partition, d.off,
+                "INSERT INTO pgsink.dead_letters (sink, table_schema, table_name, topic, partition,
+                     \"offset\", message_timestamp, key, value, reason, plugin, plugin_hash)
+                 SELECT $12, $1, $2, d.topic, d.partition, d.off,
                         to_timestamp(d.ts / 1000.0), d.key, d.value, d.reason, $10, $11
                    FROM unnest($3::text[], $4::int[], $5::bigint[], $6::bigint[], $7::bytea[], $8::bytea[], $9::text[])
                         AS d(topic, partition, off, ts, key, value, reason)",
@@ -91,11 +94,12 @@ impl Writer {
             .await
             .map_err(err)?;
         let commit_offsets = client
-            .prepare("SELECT pgsink.commit_offsets($1, $2, $3, $4, $5, $6, $7)")
+            .prepare("SELECT pgsink.commit_offsets($1, $2, $3, $4, $5, $6, $7, $8)")
             .await
             .map_err(err)?;
         Ok(Writer {
             client,
+            sink: sink.to_string(),
             target,
             copy,
             merge,
@@ -185,6 +189,7 @@ impl Writer {
                         &reasons,
                         &plugin,
                         &data.plugin_hash,
+                        &self.sink,
                     ],
                 )
                 .await
@@ -200,6 +205,7 @@ impl Writer {
                 .execute(
                     &self.commit_offsets,
                     &[
+                        &self.sink,
                         &self.target.schema,
                         &self.target.table,
                         &topics,

@@ -1,5 +1,5 @@
 //! The sink's target table: its columns' types, its key and the unique index that key
-//! matches, and the offsets stored for it.
+//! matches.
 
 use std::collections::HashMap;
 
@@ -239,42 +239,6 @@ impl Target {
             self.qualified(),
             columns.join(", ")
         )
-    }
-
-    /// The stored next offsets of `topics`' partitions for this table.
-    pub async fn stored_offsets(
-        &self,
-        client: &Client,
-        topics: &[String],
-    ) -> Result<HashMap<(String, i32), i64>, tokio_postgres::Error> {
-        let rows = client
-            .query(
-                "SELECT topic, partition, next_offset FROM pgsink.offsets
-                  WHERE table_schema = $1 AND table_name = $2 AND topic = ANY($3)",
-                &[&self.schema, &self.table, &topics],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-            .collect())
-    }
-
-    /// Deletes the stored offsets of `topics` for this table: a sink that is not synchronized
-    /// must not leave stale positions behind, and must not touch other sinks' (another topic's
-    /// synchronized sink may load into the same table). Returns the rows deleted.
-    pub async fn drop_state(
-        &self,
-        client: &Client,
-        topics: &[String],
-    ) -> Result<u64, tokio_postgres::Error> {
-        client
-            .execute(
-                "DELETE FROM pgsink.offsets
-                  WHERE table_schema = $1 AND table_name = $2 AND topic = ANY($3)",
-                &[&self.schema, &self.table, &topics],
-            )
-            .await
     }
 }
 

@@ -68,6 +68,11 @@ impl Table {
     pub fn qualified(&self) -> String {
         format!("{}.{}", ident(&self.schema), ident(&self.name))
     }
+
+    /// The identity of an unnamed sink of this table, which owns its offsets.
+    pub fn sink(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
 }
 
 /// A blocking PostgreSQL client on database [`TEST_DB`].
@@ -161,6 +166,17 @@ impl Pg {
             .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
     }
 
+    /// Runs `sql`; a database error is returned as (SQLSTATE, message), any other fails.
+    pub fn try_batch(&self, sql: &str) -> Result<(), (String, String)> {
+        match self.rt.block_on(self.client.batch_execute(sql)) {
+            Ok(()) => Ok(()),
+            Err(e) => match e.as_db_error() {
+                Some(db) => Err((db.code().code().to_string(), db.message().to_string())),
+                None => panic!("{sql}: {e:?}"),
+            },
+        }
+    }
+
     pub fn query(
         &self,
         sql: &str,
@@ -184,9 +200,13 @@ impl Pg {
             .unwrap_or_else(|e| panic!("{statement}: {e:?}"))
     }
 
+    /// The SQL package of this version (offsets keyed by sink) is installed: an older one, as
+    /// the upgrade tests install, reads as none.
     pub fn pgsink_installed(&self) -> bool {
         let rows = self.query(
-            "SELECT to_regclass('pgsink.offsets') IS NOT NULL AND to_regclass('pgsink.dead_letters') IS NOT NULL",
+            "SELECT to_regclass('pgsink.dead_letters') IS NOT NULL AND EXISTS (
+                 SELECT 1 FROM information_schema.columns
+                  WHERE table_schema = 'pgsink' AND table_name = 'offsets' AND column_name = 'sink')",
             &[],
         );
         rows[0].get(0)
@@ -196,7 +216,7 @@ impl Pg {
     pub fn forget_state(&self, schema: &str, table: &str) {
         if self.pgsink_installed() {
             self.query(
-                "DELETE FROM pgsink.offsets WHERE table_schema = $1 AND table_name = $2",
+                "DELETE FROM pgsink.offsets WHERE sink = $1 || '.' || $2",
                 &[&schema, &table],
             );
             self.query(
@@ -379,21 +399,28 @@ impl Pg {
             .collect()
     }
 
-    /// `pgsink.offsets` of a table: (topic, partition) → next offset.
+    /// `pgsink.offsets` of the unnamed sink of a table (its identity is `<schema>.<table>`):
+    /// (topic, partition) → next offset.
     pub fn stored_offsets(&self, t: &Table) -> BTreeMap<(String, i32), i64> {
+        self.sink_offsets(&t.sink())
+    }
+
+    /// `pgsink.offsets` of the sink `sink` (its `name`): (topic, partition) → next offset.
+    pub fn sink_offsets(&self, sink: &str) -> BTreeMap<(String, i32), i64> {
         if !self.pgsink_installed() {
             return BTreeMap::new();
         }
         self.query(
-            "SELECT topic, partition, next_offset FROM pgsink.offsets WHERE table_schema = $1 AND table_name = $2",
-            &[&t.schema, &t.name],
+            "SELECT topic, partition, next_offset FROM pgsink.offsets WHERE sink = $1",
+            &[&sink],
         )
         .iter()
         .map(|r| ((r.get(0), r.get(1)), r.get(2)))
         .collect()
     }
 
-    /// `pgsink.dead_letters` of a table, ordered by topic, partition, offset.
+    /// `pgsink.dead_letters` of the sinks whose first table is `t`, ordered by topic, partition,
+    /// offset.
     pub fn dead_letters(&self, t: &Table) -> Vec<DeadLetter> {
         if !self.pgsink_installed() {
             return Vec::new();

@@ -280,3 +280,29 @@ pub fn wait_for(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) -
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Lines of `text` that contain `needle`.
+pub fn lines_with(text: &str, needle: &str) -> usize {
+    text.lines().filter(|l| l.contains(needle)).count()
+}
+
+/// Waits until a line containing `needle` appears in the sink's stderr for the `n`-th time
+/// (fails if the sink exits first; the line may be its last before a deliberate exit).
+pub fn wait_log(ctx: &Ctx, sink: &mut Sink, needle: &str, n: usize, timeout: Duration) {
+    let took = wait_for(
+        timeout,
+        &format!("{}: log line {needle:?} #{n}", sink.label),
+        || {
+            if lines_with(&sink.stderr(), needle) >= n {
+                return true;
+            }
+            sink.assert_running(&format!("waiting for {needle:?}"));
+            false
+        },
+    );
+    ctx.note(format!(
+        "{}: {needle:?} #{n} after {:.1} s",
+        sink.label,
+        took.as_secs_f64()
+    ));
+}

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Pg, Table};
+use super::{ident, Pg, Table};
 
 /// Columns of the standard table.
 pub const STD_COLUMNS: [&str; 6] = ["id", "lat", "lon", "ax", "ay", "az"];
@@ -194,10 +194,10 @@ pub fn assert_synchronized_consistent(pg: &Pg, t: &Table, ids: &BTreeSet<u64>) -
         &format!(
             "SELECT (SELECT count(*) FROM {}), \
                     (SELECT coalesce(sum(next_offset), 0)::bigint FROM pgsink.offsets \
-                      WHERE table_schema = $1 AND table_name = $2), \
+                      WHERE sink = $1 || '.' || $2), \
                     (SELECT coalesce(string_agg(topic || '[' || partition || ']=' || next_offset, ', ' \
                                      ORDER BY topic, partition), '') \
-                       FROM pgsink.offsets WHERE table_schema = $1 AND table_name = $2)",
+                       FROM pgsink.offsets WHERE sink = $1 || '.' || $2)",
             t.qualified()
         ),
         &[&t.schema, &t.name],
@@ -214,10 +214,15 @@ pub fn assert_synchronized_consistent(pg: &Pg, t: &Table, ids: &BTreeSet<u64>) -
     rows as usize
 }
 
-/// Compares `pgsink.offsets` of a table with the partitions' end offsets. Partitions that got
-/// no message may be absent or at 0.
+/// Compares `pgsink.offsets` of the unnamed sink of a table with the partitions' end offsets.
+/// Partitions that got no message may be absent or at 0.
 pub fn assert_offsets_at_end(pg: &Pg, t: &Table, ends: &BTreeMap<(String, i32), i64>) {
-    let stored = pg.stored_offsets(t);
+    assert_sink_offsets_at_end(pg, &t.sink(), ends);
+}
+
+/// Compares `pgsink.offsets` of sink `sink` with the partitions' end offsets.
+pub fn assert_sink_offsets_at_end(pg: &Pg, sink: &str, ends: &BTreeMap<(String, i32), i64>) {
+    let stored = pg.sink_offsets(sink);
     let mut problems = Vec::new();
     for (tp, end) in ends {
         match stored.get(tp) {
@@ -235,8 +240,30 @@ pub fn assert_offsets_at_end(pg: &Pg, t: &Table, ends: &BTreeMap<(String, i32), 
     }
     assert!(
         problems.is_empty(),
-        "{}: pgsink.offsets differs from the partitions' end offsets: {}",
-        t.qualified(),
+        "sink {sink}: pgsink.offsets differs from the partitions' end offsets: {}",
         problems.join("; ")
     );
+}
+
+/// Loads the standard rows of `ids` into `t` (as another process would), on `pg`'s connection
+/// (inside its open transaction, if any).
+pub fn copy_std_rows(pg: &Pg, t: &Table, ids: impl IntoIterator<Item = u64>) {
+    let columns: Vec<String> = t.columns.iter().map(|c| ident(c)).collect();
+    pg.copy_in(
+        &format!("COPY {} ({}) FROM STDIN", t.qualified(), columns.join(", ")),
+        std_copy_text(ids),
+    );
+}
+
+/// COPY text of the standard rows of `ids` (columns in [`STD_COLUMNS`] order).
+fn std_copy_text(ids: impl IntoIterator<Item = u64>) -> Vec<u8> {
+    let mut text = String::new();
+    for id in ids {
+        let f = std_fields(id);
+        text.push_str(&format!(
+            "{id}\t{}\t{}\t{}\t{}\t{}\n",
+            f.lat, f.lon, f.ax, f.ay, f.az
+        ));
+    }
+    text.into_bytes()
 }

@@ -311,6 +311,7 @@ fn conflicting_sinks() {
         "sink[1] and sink[2] use the same Kafka consumer group \"pgsink-public.orders\"",
     );
 
+    // One table, topic and partition has one sink's position, named or not.
     assert_eq!(
         process_err(&two(
             "name = \"a\"",
@@ -329,6 +330,16 @@ fn conflicting_sinks() {
         &process_err(&three),
         "sink[2] (name \"a\") and sink[3] (name \"b\")",
     );
+    // A sink's positions belong to one table: one name for two tables collides too.
+    assert_eq!(
+        process_err(&two(
+            "kafka.group.id = \"a\"\nname = \"n\"",
+            "kafka.group.id = \"b\"\nname = \"n\"\ndb.table = \"orders2\""
+        )),
+        "sink[1] (name \"n\") and sink[2] (name \"n\") both load topic \"orders\" as sink \
+         \"n\" into shop on localhost:5432 with synchronized delivery: their offsets would \
+         collide; give each its own `name`"
+    );
 
     // Fine: not both synchronized, other topics, another table, another database.
     for b in [
@@ -343,6 +354,24 @@ fn conflicting_sinks() {
         let p = process(&two("name = \"a\"", &format!("name = \"b\"\n{b}")));
         assert_eq!(p.sinks.len(), 2, "{b}");
     }
+    // A pattern shares the topics it matches, and itself.
+    for (a, b) in [
+        ("topics = \"^ord.*\"", "topics = \"orders\""),
+        ("topics = \"orders\"", "topics = \"x,^ord.*\""),
+        ("topics = \"^ord.*\"", "topics = \"^ord.*\""),
+    ] {
+        let a = format!("kafka.group.id = \"a\"\n{a}");
+        let b = format!("kafka.group.id = \"b\"\n{b}");
+        assert_contains(&process_err(&two(&a, &b)), "their offsets would collide");
+    }
+    let apart = two(
+        "kafka.group.id = \"a\"\ntopics = \"^pay.*\"",
+        "kafka.group.id = \"b\"\ntopics = \"orders\"",
+    );
+    assert_eq!(process(&apart).sinks.len(), 2);
+    let named = process(&two("name = \"a\"", "name = \"b\"\ntopics = \"other\""));
+    assert_eq!(named.sinks[1].identity(), "b");
+    assert_eq!(named.sinks[0].identity(), "a");
 }
 
 #[test]

@@ -206,9 +206,31 @@ fn lists() {
         err("topics = \" \""),
         "topics: must list at least one topic"
     );
+    // A `^` makes a pattern (librdkafka's convention), checked as a regular expression.
+    let patterns = ok("topics = \"^orders-.*,payments\"");
+    assert_eq!(patterns.topics, ["^orders-.*", "payments"]);
+    for (topic, consumed) in [("orders-eu", true), ("payments", true), ("orders", false)] {
+        assert_eq!(patterns.consumes(topic), consumed, "{topic}");
+    }
+    assert_eq!(
+        err("topics = \"^orders-(eu\""),
+        "topics: `^orders-(eu` is not a valid topic pattern: error: unclosed group"
+    );
+    // Only what POSIX (librdkafka) and the `regex` crate (pgsink check) read the same way.
+    assert_eq!(
+        ok("topics = \"^orders\\\\.eu-[0-9]+$\"").topics,
+        ["^orders\\.eu-[0-9]+$"]
+    );
+    for refused in ["^orders-\\\\d+", "^orders[\\\\.]x", "^(?i)orders"] {
+        assert_contains(
+            &err(&format!("topics = \"{refused}\"")),
+            "is not a valid topic pattern",
+        );
+    }
     assert_contains(
-        &err("topics = \"^orders.*\""),
-        "`^orders.*` is not a valid Kafka topic name",
+        &err("topics = \"orders.*\""),
+        "`orders.*` is not a valid Kafka topic name (letters, digits, `.`, `_` and `-`; at \
+         most 249 characters; a pattern starts with `^`)",
     );
     assert_contains(
         &err("topics = [1]"),
