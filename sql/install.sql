@@ -18,7 +18,7 @@
 -- sinks can never load a message into one table twice, nor one sink resume in a table from
 -- another table's position (a renamed sink is told how to take its positions over).
 -- Upgrading from version 1 or 2 keeps every stored position: each old row is marked
--- `table <schema>.<table>` (quoted identifiers, so no two tables share a mark), and a sink
+-- `table "<schema>"."<table>"` (quoted identifiers, so no two tables share a mark), and a sink
 -- adopts, at its next start, the marked rows of its first table and its topics.
 BEGIN;
 
@@ -27,6 +27,14 @@ SELECT pg_advisory_xact_lock(hashtext('pgsink.install'));
 
 CREATE SCHEMA IF NOT EXISTS pgsink;
 COMMENT ON SCHEMA pgsink IS 'pgsink 3: Kafka offsets and dead letters of pgsink sinks';
+
+-- A table's name as the offsets record it: schema and table, always double-quoted (unlike
+-- quote_ident, whose output changes with the server's keyword list), as pgsink's own
+-- `Target::qualified` writes it.
+CREATE OR REPLACE FUNCTION pgsink.qualified(p_schema text, p_table text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT '"' || replace(p_schema, '"', '""') || '"."' || replace(p_table, '"', '""') || '"'
+$$;
 
 -- Versions 1 and 2 keyed the offsets by table: re-key them in place, positions kept.
 DO $$
@@ -37,8 +45,8 @@ BEGIN
         DROP VIEW IF EXISTS pgsink.progress;
         ALTER TABLE pgsink.offsets ADD COLUMN sink text, ADD COLUMN first_table text;
         UPDATE pgsink.offsets
-           SET first_table = quote_ident(table_schema) || '.' || quote_ident(table_name),
-               sink = 'table ' || quote_ident(table_schema) || '.' || quote_ident(table_name);
+           SET first_table = pgsink.qualified(table_schema, table_name),
+               sink = 'table ' || pgsink.qualified(table_schema, table_name);
         ALTER TABLE pgsink.offsets DROP CONSTRAINT offsets_pkey;
         ALTER TABLE pgsink.offsets DROP COLUMN table_schema, DROP COLUMN table_name;
         ALTER TABLE pgsink.offsets ALTER COLUMN sink SET NOT NULL,
@@ -51,7 +59,7 @@ BEGIN
               AND column_name = 'sink') THEN
         ALTER TABLE pgsink.dead_letters ADD COLUMN sink text;
         UPDATE pgsink.dead_letters
-           SET sink = 'table ' || quote_ident(table_schema) || '.' || quote_ident(table_name);
+           SET sink = 'table ' || pgsink.qualified(table_schema, table_name);
         ALTER TABLE pgsink.dead_letters ALTER COLUMN sink SET NOT NULL;
     END IF;
 END
@@ -70,7 +78,7 @@ CREATE TABLE IF NOT EXISTS pgsink.offsets (
 COMMENT ON TABLE pgsink.offsets IS
     'Next Kafka offset to load per sink, topic and partition (synchronized delivery)';
 COMMENT ON COLUMN pgsink.offsets.first_table IS
-    'The sink''s first table (db.schema.db.table, quoted as quote_ident does)';
+    'The sink''s first table, as pgsink.qualified() writes it';
 -- One sink per table, topic and partition: what version 2's key (the table) guaranteed.
 CREATE UNIQUE INDEX IF NOT EXISTS offsets_one_sink_per_table
     ON pgsink.offsets (first_table, topic, partition);
@@ -122,7 +130,7 @@ CREATE OR REPLACE FUNCTION pgsink.commit_offsets(
 ) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-    first text := quote_ident(p_schema) || '.' || quote_ident(p_table);
+    first text := pgsink.qualified(p_schema, p_table);
     i integer;
     moved integer;
     stored bigint;
@@ -139,7 +147,7 @@ BEGIN
                 ERRCODE = 'PSK02',
                 MESSAGE = format('pgsink offsets: sink %s stored %s[%s] for table %s, and this flush writes %s',
                                  p_sink, p_topics[i], p_partitions[i], stored_table, first),
-                HINT = 'two sinks share this name, or db.table changed: give each sink its own name, or start the sink over (DELETE FROM pgsink.offsets WHERE sink = ...)';
+                HINT = format('two sinks share this name (give each its own), or db.table changed: then start the sink over with DELETE FROM pgsink.offsets WHERE sink = %L AND first_table = %L', p_sink, stored_table);
         END IF;
         moved := 0;
         IF p_from[i] IS NOT NULL THEN
@@ -150,7 +158,15 @@ BEGIN
             GET DIAGNOSTICS moved = ROW_COUNT;
         END IF;
         IF moved = 0 THEN
-            -- One sink per table, topic and partition (a renamed sink, or a second one).
+            INSERT INTO pgsink.offsets AS o (sink, first_table, topic, partition, next_offset, plugin_hash)
+            VALUES (p_sink, first, p_topics[i], p_partitions[i], p_next[i], p_plugin_hash)
+            ON CONFLICT DO NOTHING;
+            GET DIAGNOSTICS moved = ROW_COUNT;
+        END IF;
+        IF moved = 0 THEN
+            -- One sink per table, topic and partition (a renamed sink, or a second one). Looked
+            -- up after the INSERT, which waits for a racing first flush of another sink: its
+            -- row is then committed and seen here.
             SELECT sink INTO owner FROM pgsink.offsets
              WHERE first_table = first AND topic = p_topics[i] AND partition = p_partitions[i]
                AND sink <> p_sink;
@@ -159,12 +175,8 @@ BEGIN
                     ERRCODE = 'PSK02',
                     MESSAGE = format('pgsink offsets: %s[%s] of table %s is loaded by sink %s; sink %s would load it again',
                                      p_topics[i], p_partitions[i], first, owner, p_sink),
-                    HINT = format('if this sink was renamed, take its positions over: UPDATE pgsink.offsets SET sink = %L WHERE sink = %L', p_sink, owner);
+                    HINT = format('if this sink was renamed, take its positions over: UPDATE pgsink.offsets SET sink = %L WHERE sink = %L AND first_table = %L', p_sink, owner, first);
             END IF;
-            INSERT INTO pgsink.offsets AS o (sink, first_table, topic, partition, next_offset, plugin_hash)
-            VALUES (p_sink, first, p_topics[i], p_partitions[i], p_next[i], p_plugin_hash)
-            ON CONFLICT DO NOTHING;
-            GET DIAGNOSTICS moved = ROW_COUNT;
         END IF;
         IF moved <> 1 THEN
             SELECT next_offset INTO stored FROM pgsink.offsets
@@ -192,7 +204,7 @@ CREATE OR REPLACE FUNCTION pgsink.adopt_offsets(
 ) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
-    legacy text := 'table ' || quote_ident(p_schema) || '.' || quote_ident(p_table);
+    legacy text := 'table ' || pgsink.qualified(p_schema, p_table);
     adopted integer;
 BEGIN
     UPDATE pgsink.offsets o

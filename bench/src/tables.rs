@@ -25,7 +25,7 @@ pub(crate) fn prepare_table_as(ctx: &Ctx, table: &str, ddl: &str) -> anyhow::Res
         .get(0);
     if let Some(current) = layout {
         let offsets = if current {
-            "DELETE FROM pgsink.offsets WHERE first_table = 'public.' || quote_ident($1)"
+            "DELETE FROM pgsink.offsets WHERE first_table = pgsink.qualified('public', $1)"
         } else {
             "DELETE FROM pgsink.offsets WHERE table_schema = 'public' AND table_name = $1"
         };

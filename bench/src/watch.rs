@@ -128,7 +128,7 @@ pub(crate) fn watch(
                     && ctx
                         .db
                         .query_one(
-                            "SELECT coalesce(sum(next_offset), 0)::bigint FROM pgsink.offsets WHERE first_table = 'public.' || quote_ident($1)",
+                            "SELECT coalesce(sum(next_offset), 0)::bigint FROM pgsink.offsets WHERE first_table = pgsink.qualified('public', $1)",
                             &[table],
                         )
                         .map(|r| r.get::<_, i64>(0) >= *expected)

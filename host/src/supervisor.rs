@@ -72,7 +72,9 @@ pub async fn run(
             anyhow::bail!("{conflict}");
         }
     } else {
-        let dropped = postgres::offsets::drop(&client, &sink_name, &config.topics).await?;
+        let dropped =
+            postgres::offsets::drop(&client, &sink_name, db, |topic| config.consumes(topic))
+                .await?;
         if dropped > 0 {
             tracing::warn!(sink = %sink_name, dropped, delivery = %config.delivery,
                 "dropped this sink's stored synchronized offsets of these topics: positions now come from Kafka");

@@ -127,7 +127,7 @@ fn sql_install_uninstall() {
     );
     pg.batch(
         "INSERT INTO pgsink.offsets (sink, first_table, topic, partition, next_offset) \
-         VALUES ('public.unused', 'public.unused', 't', 0, 42)",
+         VALUES ('public.unused', '\"public\".\"unused\"', 't', 0, 42)",
     );
     sql("install");
     let kept: i64 = pg.query(

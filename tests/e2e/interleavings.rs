@@ -566,7 +566,7 @@ fn synchronized_interleaving_reload_flush_fence_trip_mock() {
     for partition in 0..partitions {
         lock.query(
             "INSERT INTO pgsink.offsets (sink, first_table, topic, partition, next_offset) \
-             VALUES ($1 || '.' || $2, quote_ident($1) || '.' || quote_ident($2), $3, $4, 1)",
+             VALUES ($1 || '.' || $2, pgsink.qualified($1, $2), $3, $4, 1)",
             &[&table.schema, &table.name, &topic, &partition],
         );
     }

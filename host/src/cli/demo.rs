@@ -93,7 +93,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     .await?;
     db.batch_execute(crate::postgres::INSTALL_SQL).await?;
     db.execute(
-        "DELETE FROM pgsink.offsets WHERE first_table = 'public.readings'",
+        "DELETE FROM pgsink.offsets WHERE first_table = '\"public\".\"readings\"'",
         &[],
     )
     .await?;

@@ -111,7 +111,7 @@ pub struct DeadLetterRow {
 /// another sink of the same name is never re-driven into this one's table (`$1` identity, `$2`
 /// schema, `$3` table, `$4` topics).
 const THE_SINKS: &str = "table_schema = $2 AND table_name = $3
-     AND (sink = $1 OR (sink = 'table ' || quote_ident($2) || '.' || quote_ident($3)
+     AND (sink = $1 OR (sink = 'table ' || pgsink.qualified($2, $3)
                         AND topic = ANY($4)))";
 
 /// Connects, refusing a `pgsink` schema older than this binary's (its dead letters are not

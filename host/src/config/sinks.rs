@@ -231,7 +231,8 @@ fn check_conflicts(sinks: &[SinkConfig]) -> Result<(), ConfigError> {
                         a.db.host_port()
                     )));
                 }
-                if synchronized && database(a) == database(b) && a.identity() == b.identity() {
+                // Whatever the delivery: a sink that is not synchronized drops its positions.
+                if database(a) == database(b) && a.identity() == b.identity() {
                     return Err(conflict(format!(
                         "both load topic {topic:?} as sink {:?} into {} on {} with synchronized \
                          delivery: their offsets would collide; give each its own `name`",

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use tokio_postgres::Client;
 
-use crate::config::{is_topic_pattern, DbConfig};
+use crate::config::DbConfig;
 
 /// The stored next offsets of `sink`'s partitions, of every topic (the caller looks up the
 /// partitions it is assigned).
@@ -39,7 +39,7 @@ pub async fn adopt(
     let marked = client
         .query(
             "SELECT DISTINCT topic FROM pgsink.offsets
-              WHERE sink = 'table ' || quote_ident($1) || '.' || quote_ident($2)",
+              WHERE sink = 'table ' || pgsink.qualified($1, $2)",
             &[&first.schema, &first.table],
         )
         .await?;
@@ -60,32 +60,34 @@ pub async fn adopt(
     Ok(row.get(0))
 }
 
-/// Deletes `sink`'s stored offsets of `topics` (names, and the topics a pattern matches, with
-/// the pattern engine that validated it): a sink that is not synchronized must not leave stale
-/// positions behind, and must not touch another sink's (two unnamed sinks of other topics into
-/// one table are one identity). Returns the rows deleted.
+/// Deletes the stored offsets of the sink's first table (`db.table`) and the topics it
+/// `consumes` that are the sink's own, or an older package's for that table (see
+/// `sql/install.sql`): a sink that is not synchronized must not leave positions that a later
+/// synchronized start would resume from, and must not touch another sink's (two sinks may
+/// share a name across tables). Returns the rows deleted.
 pub async fn drop(
     client: &Client,
     sink: &str,
-    topics: &[String],
+    first: &DbConfig,
+    consumes: impl Fn(&str) -> bool,
 ) -> Result<u64, tokio_postgres::Error> {
-    let patterns: Vec<regex::Regex> = topics
+    const MINE: &str = "first_table = pgsink.qualified($2, $3)
+                        AND (sink = $1 OR sink = 'table ' || pgsink.qualified($2, $3))";
+    let held = client
+        .query(
+            &format!("SELECT DISTINCT topic FROM pgsink.offsets WHERE {MINE}"),
+            &[&sink, &first.schema, &first.table],
+        )
+        .await?;
+    let doomed: Vec<String> = held
         .iter()
-        .filter(|t| is_topic_pattern(t))
-        .filter_map(|p| regex::Regex::new(p).ok())
+        .map(|r| r.get::<_, String>(0))
+        .filter(|t| consumes(t))
         .collect();
-    let mut doomed: Vec<String> = stored(client, sink)
-        .await?
-        .into_keys()
-        .map(|(topic, _)| topic)
-        .filter(|t| topics.contains(t) || patterns.iter().any(|p| p.is_match(t)))
-        .collect();
-    doomed.sort();
-    doomed.dedup();
     client
         .execute(
-            "DELETE FROM pgsink.offsets WHERE sink = $1 AND topic = ANY($2)",
-            &[&sink, &doomed],
+            &format!("DELETE FROM pgsink.offsets WHERE {MINE} AND topic = ANY($4)"),
+            &[&sink, &first.schema, &first.table, &doomed],
         )
         .await
 }
@@ -99,7 +101,7 @@ pub struct Conflict {
     pub owner: String,
     /// The sink that would use it.
     pub sink: String,
-    /// The table it was stored for, quoted as `quote_ident` quotes.
+    /// The table it was stored for, as `pgsink.qualified` writes it.
     pub stored_table: String,
     /// The sink's first table, quoted the same way.
     pub table: String,
@@ -115,18 +117,20 @@ impl std::fmt::Display for Conflict {
         if owner == sink {
             write!(
                 f,
-                "sink {sink} stored {topic}[{partition}] for table {}, and writes {}: two sinks share this name, or db.table changed; give each sink its own name, or start this one over: DELETE FROM pgsink.offsets WHERE sink = {}",
+                "sink {sink} stored {topic}[{partition}] for table {}, and writes {}: two sinks share this name (give each its own), or db.table changed: then start the sink over with DELETE FROM pgsink.offsets WHERE sink = {} AND first_table = {}",
                 self.stored_table,
                 self.table,
-                literal(sink)
+                literal(sink),
+                literal(&self.stored_table)
             )
         } else {
             write!(
                 f,
-                "{topic}[{partition}] of table {} is loaded by sink {owner}; sink {sink} would load it again; if this sink was renamed, take its positions over: UPDATE pgsink.offsets SET sink = {} WHERE sink = {}",
+                "{topic}[{partition}] of table {} is loaded by sink {owner}; sink {sink} would load it again; if this sink was renamed, take its positions over: UPDATE pgsink.offsets SET sink = {} WHERE sink = {} AND first_table = {}",
                 self.table,
                 literal(sink),
-                literal(owner)
+                literal(owner),
+                literal(&self.table)
             )
         }
     }
@@ -143,10 +147,10 @@ pub async fn conflicts(
 ) -> Result<Vec<Conflict>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT sink, first_table, quote_ident($2) || '.' || quote_ident($3), topic, partition
+            "SELECT sink, first_table, pgsink.qualified($2, $3), topic, partition
                FROM pgsink.offsets
-              WHERE (sink = $1) <> (first_table = quote_ident($2) || '.' || quote_ident($3))
-                AND sink <> 'table ' || quote_ident($2) || '.' || quote_ident($3)
+              WHERE (sink = $1) <> (first_table = pgsink.qualified($2, $3))
+                AND sink <> 'table ' || pgsink.qualified($2, $3)
               ORDER BY topic, partition",
             &[&sink, &first.schema, &first.table],
         )
