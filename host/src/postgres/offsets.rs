@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use crate::config::DbConfig;
@@ -36,18 +37,9 @@ pub async fn adopt(
     first: &DbConfig,
     consumes: impl Fn(&str) -> bool,
 ) -> Result<i32, tokio_postgres::Error> {
-    let marked = client
-        .query(
-            "SELECT DISTINCT topic FROM pgsink.offsets
-              WHERE sink = 'table ' || pgsink.qualified($1, $2)",
-            &[&first.schema, &first.table],
-        )
-        .await?;
-    let topics: Vec<String> = marked
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .filter(|t| consumes(t))
-        .collect();
+    let marked = "sink = 'table ' || pgsink.qualified($1, $2)";
+    let params: [&(dyn ToSql + Sync); 2] = [&first.schema, &first.table];
+    let topics = consumed_topics(client, marked, &params, consumes).await?;
     if topics.is_empty() {
         return Ok(0);
     }
@@ -73,23 +65,31 @@ pub async fn drop(
 ) -> Result<u64, tokio_postgres::Error> {
     const MINE: &str = "first_table = pgsink.qualified($2, $3)
                         AND (sink = $1 OR sink = 'table ' || pgsink.qualified($2, $3))";
-    let held = client
-        .query(
-            &format!("SELECT DISTINCT topic FROM pgsink.offsets WHERE {MINE}"),
-            &[&sink, &first.schema, &first.table],
-        )
-        .await?;
-    let doomed: Vec<String> = held
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .filter(|t| consumes(t))
-        .collect();
+    let params: [&(dyn ToSql + Sync); 3] = [&sink, &first.schema, &first.table];
+    let doomed = consumed_topics(client, MINE, &params, consumes).await?;
     client
         .execute(
             &format!("DELETE FROM pgsink.offsets WHERE {MINE} AND topic = ANY($4)"),
             &[&sink, &first.schema, &first.table, &doomed],
         )
         .await
+}
+
+/// The topics of the rows `filter` selects (with `params`) that the sink `consumes`.
+async fn consumed_topics(
+    client: &Client,
+    filter: &str,
+    params: &[&(dyn ToSql + Sync)],
+    consumes: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            &format!("SELECT DISTINCT topic FROM pgsink.offsets WHERE {filter}"),
+            params,
+        )
+        .await?;
+    let topics = rows.iter().map(|r| r.get::<_, String>(0));
+    Ok(topics.filter(|t| consumes(t)).collect())
 }
 
 /// A stored position this sink must not use, nor load past: another sink's position in the
