@@ -14,9 +14,10 @@
 --
 -- Version 3 keys the offsets by sink (its `name`, else `<db.schema>.<db.table>`) instead of
 -- by table: a sink may write several tables in one transaction. Each row also records the
--- sink's first table, and one table, topic and partition belong to one sink only, so two
--- sinks can never load a message into one table twice, nor one sink resume in a table from
--- another table's position (a renamed sink is told how to take its positions over).
+-- table the topic's positions are kept with (the sink's first table that takes the topic),
+-- and one such table, topic and partition belong to one sink only, so two sinks cannot load
+-- a message into that table twice, nor one sink resume in a table from another table's
+-- position (a renamed sink is told how to take its positions over).
 -- Upgrading from version 1 or 2 keeps every stored position: each old row is marked
 -- `table "<schema>"."<table>"` (quoted identifiers, so no two tables share a mark), and a sink
 -- adopts, at its next start, the marked rows of its first table and its topics.

@@ -22,8 +22,9 @@ use bytes::Bytes;
 
 use crate::batch::BatchBuilder;
 use crate::converter::{Converter, ConverterError};
+use crate::pending::{ConvertedBatch, ConverterId};
 use crate::postgres::DeadLetter;
-use crate::writer::{ConvertedBatch, ConverterId, Stats};
+use crate::writer::Stats;
 
 /// Why a batch came back without a conversion.
 #[derive(Debug, thiserror::Error)]

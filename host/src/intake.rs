@@ -23,8 +23,9 @@ use crate::batch::BatchBuilder;
 use crate::config::Delivery;
 use crate::conversion_stage::{ConversionStage, StageError};
 use crate::ledger::{Ledger, OffsetMove, Partition};
+use crate::pending::ConvertedBatch;
 use crate::stored_offsets::StoredOffsets;
-use crate::writer::{Command, ConvertedBatch, Outcome};
+use crate::writer::{Command, Outcome};
 
 /// How often a seek is tried before the pipeline stops (librdkafka refuses a seek while a
 /// partition's fetcher is still starting).
@@ -506,7 +507,8 @@ mod tests {
     use crate::batch::MessageRef;
     use crate::converter::tests::{hostile, hostile_tables, LIMITS};
     use crate::converter::{Converter, ConverterError};
-    use crate::writer::{ConverterId, Stats};
+    use crate::pending::ConverterId;
+    use crate::writer::Stats;
 
     struct Rig {
         _cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,

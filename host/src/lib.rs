@@ -28,6 +28,7 @@ mod ledger;
 #[cfg(test)]
 mod ledger_model;
 mod metrics;
+mod pending;
 mod pipeline;
 mod postgres;
 mod reload;

@@ -20,8 +20,8 @@ use crate::converter::ConverterSpec;
 use crate::converter::Table;
 use crate::intake::{FlushPolicy, Intake, IntakeError};
 use crate::kafka::SinkConsumer;
+use crate::pending::ConverterId;
 use crate::reload::CanarySample;
-use crate::writer::ConverterId;
 
 /// Most messages per converter call.
 pub const BATCH_MESSAGES: usize = 10_000;

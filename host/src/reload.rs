@@ -74,6 +74,9 @@ pub enum ReloadError {
     /// Reading, compiling, checking or configuring the candidate failed.
     #[error(transparent)]
     Converter(#[from] ConverterError),
+    /// The configuration changes what the running writer and stored positions follow.
+    #[error("{0} cannot change while the sink runs (the writer and the stored positions follow it); restart the sink to change it")]
+    Fixed(&'static str),
     /// The candidate failed its canary batch.
     #[error("the new converter failed its canary batch of {messages} recent messages: {reason}")]
     Canary {
@@ -181,6 +184,22 @@ impl Reloader {
         let current = self.publish.borrow().clone();
         let runtime = current.component.runtime();
         let candidate = ConverterSpec::load_with(runtime, &config, current.version + 1)?;
+        if candidate.write_modes != current.write_modes {
+            return Err(ReloadError::Fixed("the tables' write modes"));
+        }
+        let routing = |spec: &ConverterSpec| -> Vec<(String, String)> {
+            let topics = spec
+                .settings
+                .iter()
+                .filter(|(k, _)| k.starts_with("table."));
+            topics
+                .filter(|(k, _)| k.ends_with(".topics"))
+                .cloned()
+                .collect()
+        };
+        if routing(&candidate) != routing(&current) {
+            return Err(ReloadError::Fixed("the tables' topics"));
+        }
         if candidate.component.hash() == current.component.hash()
             && candidate.settings == current.settings
             && candidate.limits == current.limits

@@ -17,11 +17,12 @@ use crate::conversion_stage::ConversionStage;
 use crate::converter::{ConverterSpec, Table};
 use crate::intake::{FlushPolicy, Intake};
 use crate::kafka::{client_config, redact_secrets, SinkConsumer, SinkContext};
+use crate::pending::ConverterId;
 use crate::pipeline::ConsumeLoop;
 use crate::postgres::{self, Target, Writer};
 use crate::reload::{CanarySample, ReloadStats, Reloader};
 use crate::stored_offsets::StoredOffsets;
-use crate::writer::{Command, ConverterId, SinkWriter, Stats, WriterConfig};
+use crate::writer::{Command, SinkWriter, Stats, WriterConfig};
 
 /// Where a running sink re-reads its converter configuration for hot reload.
 pub struct ReloadSource {
@@ -50,8 +51,11 @@ pub async fn run(
             .await
             .context("cannot install the pgsink schema")?;
     }
-    let target = Target::resolve(&client, db).await?;
-    let tables = vec![target.converter_table()];
+    let mut targets = Vec::with_capacity(db.tables.len());
+    for table in &db.tables {
+        targets.push(Target::resolve(&client, table).await?);
+    }
+    let tables: Vec<_> = targets.iter().map(Target::converter_table).collect();
     // Instantiating once here reports bad converter settings before consuming anything.
     let converter_id = Arc::new(ConverterId {
         label: spec.instantiate(&tables)?.label(),
@@ -59,29 +63,33 @@ pub async fn run(
         version: 0,
     });
     let sink_name = config.identity();
-    if config.delivery == Delivery::Synchronized {
-        let consumes = |topic: &str| config.consumes(topic);
-        let adopted = postgres::offsets::adopt(&client, &sink_name, db, consumes).await?;
-        if adopted > 0 {
-            tracing::info!(sink = %sink_name, table = %target.qualified(), adopted,
-                "the positions an older pgsink stored for this table and these topics are now this sink's");
-        }
-        let consumes = |topic: &str| config.consumes(topic);
-        let conflicts = postgres::offsets::conflicts(&client, &sink_name, db, consumes).await?;
-        if let Some(conflict) = conflicts.first() {
-            anyhow::bail!("{conflict}");
-        }
-    } else {
-        let dropped =
-            postgres::offsets::drop(&client, &sink_name, db, |topic| config.consumes(topic))
-                .await?;
-        if dropped > 0 {
-            tracing::warn!(sink = %sink_name, dropped, delivery = %config.delivery,
-                "dropped this sink's stored synchronized offsets of these topics: positions now come from Kafka");
+    // Each table acts for the positions of the topics it speaks for (postgres/offsets.rs).
+    for (table, target) in db.tables.iter().zip(&targets) {
+        let speaks_for =
+            |topic: &str| config.consumes(topic) && std::ptr::eq(db.position_table(topic), table);
+        if config.delivery == Delivery::Synchronized {
+            let adopted = postgres::offsets::adopt(&client, &sink_name, table, speaks_for).await?;
+            if adopted > 0 {
+                tracing::info!(sink = %sink_name, table = %target.qualified(), adopted,
+                    "the positions an older pgsink stored for this table and these topics are now this sink's");
+            }
+            let fills = |topic: &str| config.consumes(topic) && table.takes(topic);
+            let conflicts =
+                postgres::offsets::conflicts(&client, &sink_name, table, speaks_for, fills).await?;
+            if let Some(conflict) = conflicts.first() {
+                anyhow::bail!("{conflict}");
+            }
+        } else {
+            let dropped = postgres::offsets::drop(&client, &sink_name, table, speaks_for).await?;
+            if dropped > 0 {
+                tracing::warn!(sink = %sink_name, dropped, delivery = %config.delivery,
+                    "dropped this sink's stored synchronized offsets of these topics: positions now come from Kafka");
+            }
         }
     }
+    let names: Vec<String> = targets.iter().map(Target::qualified).collect();
     tracing::info!(
-        sink = %sink_name, table = %target.qualified(), topics = ?config.topics, delivery = %config.delivery,
+        sink = %sink_name, tables = %names.join(", "), topics = ?config.topics, delivery = %config.delivery,
         converter = %converter_id.label, converter_hash = %converter_id.hash, tasks = config.tasks, "starting"
     );
 
@@ -92,7 +100,7 @@ pub async fn run(
     for task in 0..config.tasks {
         let shared = Shared {
             sink: &sink_name,
-            target: &target,
+            targets: &targets,
             tables: &tables,
             specs: specs.clone(),
             converter_id: converter_id.clone(),
@@ -146,7 +154,7 @@ pub async fn run(
 /// What the pipelines of one sink share.
 struct Shared<'a> {
     sink: &'a str,
-    target: &'a Target,
+    targets: &'a [Target],
     tables: &'a [Table],
     specs: watch::Receiver<Arc<ConverterSpec>>,
     converter_id: Arc<ConverterId>,
@@ -243,7 +251,7 @@ async fn start_pipeline(
 ) -> anyhow::Result<RunningPipeline> {
     let Shared {
         sink,
-        target,
+        targets,
         tables,
         specs,
         converter_id,
@@ -294,7 +302,7 @@ async fn start_pipeline(
         .subscribe(&topics)
         .context("cannot subscribe to the topics")?;
     let consumer = Arc::new(consumer);
-    let writer = Writer::connect(&config.db, sink, target.clone(), config.buffer_size).await?;
+    let writer = Writer::connect(&config.db, sink, targets.to_vec(), config.buffer_size).await?;
     let sink_writer = SinkWriter::new(
         WriterConfig {
             db: config.db.clone(),

@@ -373,11 +373,7 @@ jMXXwBckOZTuD/XA+vnRZukCIBVbKF6tG9PCBvbC2ljY1Kpfib2hR4pIJoQxiTIy
             database: "db".into(),
             username: "user".into(),
             password: None,
-            schema: "public".into(),
-            table: "t".into(),
-            columns: vec!["c".into()],
-            write_mode: Default::default(),
-            key_columns: None,
+            tables: Vec::new(),
             sslmode: mode,
             sslrootcert: rootcert,
         }

@@ -15,11 +15,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::batch::BatchBuilder;
 use crate::config::{DbConfig, Delivery, ErrorTolerance};
-use crate::converter::RowRun;
 use crate::ledger::OffsetMove;
-use crate::postgres::{stage_rows, DbError, DeadLetter, FlushData, Writer};
+use crate::pending::{ConvertedBatch, Pending};
+use crate::postgres::{DbError, DeadLetter, Writer};
 
 /// What the consume loop tells the writer, in order.
 pub enum Command {
@@ -49,40 +48,6 @@ pub enum Outcome {
     /// Nothing was committed and the rows are discarded: the offset fence tripped, or the rows
     /// belonged to an epoch that a rewind abandoned.
     Discarded,
-}
-
-/// A batch after conversion, ready to buffer.
-#[derive(Debug, Default)]
-pub struct ConvertedBatch {
-    /// COPY text rows.
-    pub copy_text: Bytes,
-    /// Rows in `copy_text`.
-    pub rows: u64,
-    /// For each row, the index in `source` of the message it came from.
-    pub row_messages: Vec<u32>,
-    /// The operation of the rows, as runs in row order; empty: every row an insert.
-    pub runs: Vec<RowRun>,
-    /// The messages, kept until the flush commits (for rows PostgreSQL rejects).
-    pub source: BatchBuilder,
-    /// Messages of the batch.
-    pub messages: u64,
-    /// Messages that failed conversion.
-    pub dead_letters: Vec<DeadLetter>,
-    /// Per partition, the offset after its last message in the batch.
-    pub next_offsets: Vec<(String, i32, i64)>,
-    /// The converter that converted the batch.
-    pub converter: Arc<ConverterId>,
-}
-
-/// Which converter produced a batch.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConverterId {
-    /// `name version`, as the converter reports it.
-    pub label: String,
-    /// SHA-256 of the component.
-    pub hash: String,
-    /// Swap count (0: the converter the sink started with).
-    pub version: u64,
 }
 
 /// Counters of one pipeline, shared with the progress reporter.
@@ -135,86 +100,6 @@ pub enum SinkError {
     StoppedUnflushed(u64),
 }
 
-/// A converted batch waiting for its flush.
-struct PendingBatch {
-    copy_text: Bytes,
-    row_messages: Vec<u32>,
-    source: BatchBuilder,
-}
-
-/// What is buffered since the last flush.
-#[derive(Default)]
-struct Pending {
-    batches: Vec<PendingBatch>,
-    bytes: usize,
-    rows: u64,
-    /// Rows that delete (keyed write modes).
-    deletes: u64,
-    messages: u64,
-    dead_letters: Vec<DeadLetter>,
-    /// The converter of every pending batch (one per flush).
-    converter: Arc<ConverterId>,
-}
-
-impl Pending {
-    fn add(&mut self, batch: ConvertedBatch) {
-        self.bytes += batch.copy_text.len();
-        self.rows += batch.rows;
-        self.messages += batch.messages;
-        self.dead_letters.extend(batch.dead_letters);
-        self.converter = batch.converter;
-        self.batches.push(PendingBatch {
-            copy_text: batch.copy_text,
-            row_messages: batch.row_messages,
-            source: batch.source,
-        });
-    }
-
-    fn is_empty(&self) -> bool {
-        self.batches.is_empty() && self.dead_letters.is_empty()
-    }
-
-    /// What a flush of these rows writes: `chunks` of them, the dead letters, `offsets`.
-    fn data<'a>(&'a self, chunks: &'a [Bytes], offsets: &'a [OffsetMove]) -> FlushData<'a> {
-        FlushData {
-            copy_chunks: chunks,
-            dead_letters: &self.dead_letters,
-            offsets,
-            plugin: &self.converter.label,
-            plugin_hash: &self.converter.hash,
-            deletes: self.deletes > 0,
-        }
-    }
-
-    /// The COPY text of every batch that has rows.
-    fn chunks(&self) -> Vec<Bytes> {
-        self.batches
-            .iter()
-            .filter(|b| !b.copy_text.is_empty())
-            .map(|b| b.copy_text.clone())
-            .collect()
-    }
-
-    /// The rows grouped by message: (batch, message index, its rows). A
-    /// message's rows are loaded or rejected together.
-    fn message_groups(&self) -> Vec<(usize, u32, Bytes)> {
-        let mut groups = Vec::new();
-        for (b, batch) in self.batches.iter().enumerate() {
-            let mut group_start = 0;
-            let mut rows = memchr::memchr_iter(b'\n', &batch.copy_text)
-                .zip(&batch.row_messages)
-                .peekable();
-            while let Some((end, &message)) = rows.next() {
-                if rows.peek().is_none_or(|&(_, &next)| next != message) {
-                    groups.push((b, message, batch.copy_text.slice(group_start..end + 1)));
-                    group_start = end + 1;
-                }
-            }
-        }
-        groups
-    }
-}
-
 /// The writer of one pipeline.
 pub struct SinkWriter {
     config: WriterConfig,
@@ -224,14 +109,12 @@ pub struct SinkWriter {
     pending_epoch: u64,
     /// Rows and commits of older epochs are discarded (a commit of the epoch before failed).
     min_epoch: u64,
-    /// The pending rows are being streamed into an open COPY.
+    /// The pending rows of the first table are being streamed into an open COPY.
     streaming: bool,
     shutdown: Arc<AtomicBool>,
     stats: Arc<Stats>,
     /// Dead letters committed in the current one-minute window, and its start.
     dead_letter_window: (Instant, u64),
-    /// The place of the next staged row (keyed write modes): rows are applied in this order.
-    next_seq: u64,
 }
 
 impl SinkWriter {
@@ -242,17 +125,21 @@ impl SinkWriter {
         shutdown: Arc<AtomicBool>,
         stats: Arc<Stats>,
     ) -> Self {
+        let keyed = writer
+            .targets()
+            .iter()
+            .map(|t| t.write_mode.is_keyed())
+            .collect();
         SinkWriter {
             config,
             writer,
-            pending: Pending::default(),
+            pending: Pending::new(keyed),
             pending_epoch: 0,
             min_epoch: 0,
             streaming: true,
             shutdown,
             stats,
             dead_letter_window: (Instant::now(), 0),
-            next_seq: 0,
         }
     }
 
@@ -311,14 +198,14 @@ impl SinkWriter {
                 "discarding uncommitted rows of an abandoned epoch"
             );
         }
-        self.pending = Pending::default();
+        self.pending.clear();
         self.writer.abort().await;
         self.streaming = true;
     }
 
-    /// Buffers a batch and streams its rows into the open COPY (tagged for the staging
-    /// table in a keyed write mode).
-    async fn add(&mut self, mut batch: ConvertedBatch) -> Result<(), SinkError> {
+    /// Buffers a batch and streams its first table's rows into the open COPY (tagged for the
+    /// staging table in a keyed write mode).
+    async fn add(&mut self, batch: ConvertedBatch) -> Result<(), SinkError> {
         if self.config.errors_tolerance == ErrorTolerance::None {
             if let Some(bad) = batch.dead_letters.first() {
                 return Err(SinkError::BadMessage(format!(
@@ -327,13 +214,7 @@ impl SinkWriter {
                 )));
             }
         }
-        if self.config.db.write_mode.is_keyed() && !batch.copy_text.is_empty() {
-            let (staged, deletes) = stage_rows(&batch.copy_text, &batch.runs, &mut self.next_seq);
-            batch.copy_text = staged.into();
-            self.pending.deletes += deletes;
-        }
-        let rows = batch.copy_text.clone();
-        self.pending.add(batch);
+        let rows = self.pending.add(batch);
         if self.streaming && !rows.is_empty() {
             if let Err(error) = self.writer.stream(rows).await {
                 tracing::warn!(%error, "streaming COPY failed; the flush retries from the buffer");
@@ -373,8 +254,9 @@ impl SinkWriter {
             &[]
         };
         let mut chunks = self.pending.chunks();
+        let deletes = self.pending.deletes();
         let mut result = {
-            let data = self.pending.data(&chunks, offsets);
+            let data = self.pending.data(&chunks, offsets, &deletes);
             if self.streaming {
                 self.writer.finish(&data).await
             } else {
@@ -392,7 +274,7 @@ impl SinkWriter {
                 Ok(()) => break,
                 Err(DbError::Fenced(reason)) => {
                     tracing::warn!(%reason, "offset fence tripped: the stored offsets are not where this flush starts; rolled back, every partition resumes from the database");
-                    self.pending = Pending::default();
+                    self.pending.clear();
                     return Ok(Outcome::Discarded);
                 }
                 Err(error) if error.is_retryable() => {
@@ -404,10 +286,10 @@ impl SinkWriter {
                     tracing::warn!(%error, retry_in = ?delay, "flush failed; reconnecting");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
-                    let target = self.writer.target().clone();
+                    let targets = self.writer.targets();
                     let sink = &self.config.sink;
                     let connected =
-                        Writer::connect(&self.config.db, sink, target, self.config.buffer_size);
+                        Writer::connect(&self.config.db, sink, targets, self.config.buffer_size);
                     match connected.await {
                         Ok(writer) => self.writer = writer,
                         Err(error) => {
@@ -415,7 +297,7 @@ impl SinkWriter {
                             continue;
                         }
                     }
-                    let data = self.pending.data(&chunks, offsets);
+                    let data = self.pending.data(&chunks, offsets, &deletes);
                     result = self.writer.flush(&data).await;
                 }
                 Err(DbError::Data(reason))
@@ -443,7 +325,7 @@ impl SinkWriter {
                 Err(error) => return Err(SinkError::Flush(error)),
             }
         }
-        let pending = std::mem::take(&mut self.pending);
+        let pending = &self.pending;
         self.dead_letter_window.1 += pending.dead_letters.len() as u64;
         crate::metrics::flushed(
             &self.config.sink,
@@ -466,6 +348,7 @@ impl SinkWriter {
             dead_letters = pending.dead_letters.len(),
             "flushed"
         );
+        self.pending.clear();
         Ok(Outcome::Committed)
     }
 
@@ -477,9 +360,9 @@ impl SinkWriter {
     async fn flush_isolating(
         &mut self,
         offsets: &[OffsetMove],
-    ) -> Result<Vec<Bytes>, (Option<Vec<Bytes>>, DbError)> {
+    ) -> Result<Vec<Vec<Bytes>>, (Option<Vec<Vec<Bytes>>>, DbError)> {
         let groups = self.pending.message_groups();
-        let rows: Vec<Bytes> = groups.iter().map(|(_, _, rows)| rows.clone()).collect();
+        let rows: Vec<Vec<(usize, Bytes)>> = groups.iter().map(|g| g.rows.clone()).collect();
         let rejected = self
             .writer
             .copy_isolating(&rows)
@@ -488,78 +371,32 @@ impl SinkWriter {
         let mut refused = vec![false; groups.len()];
         for (group, reason) in rejected {
             refused[group] = true;
-            let (batch, message, rows) = &groups[group];
-            let source = &self.pending.batches[*batch].source;
-            let m = source.message(*message as usize);
+            let g = &groups[group];
+            let m = self.pending.source(g).message(g.message as usize);
             tracing::warn!(topic = m.topic, partition = m.partition, offset = m.offset, %reason,
                 "PostgreSQL rejected the row(s) of this message; sending it to pgsink.dead_letters");
-            self.pending.rows -= memchr::memchr_iter(b'\n', rows).count() as u64;
-            self.pending.dead_letters.push(DeadLetter::new(
-                m,
-                format!("PostgreSQL rejected the row: {reason}"),
-            ));
+            let lines: usize = g
+                .rows
+                .iter()
+                .map(|(_, r)| memchr::memchr_iter(b'\n', r).count())
+                .sum();
+            let letter = DeadLetter::new(m, format!("PostgreSQL rejected the row: {reason}"));
+            self.pending.rows -= lines as u64;
+            self.pending.dead_letters.push(letter);
         }
-        let accepted: Vec<Bytes> = groups
-            .into_iter()
-            .zip(refused)
-            .filter(|(_, refused)| !refused)
-            .map(|((_, _, rows), _)| rows)
-            .collect();
-        let data = self.pending.data(&[], offsets);
+        let mut accepted = vec![Vec::new(); self.writer.targets().len()];
+        for (group, refused) in groups.into_iter().zip(refused) {
+            if !refused {
+                for (table, rows) in group.rows {
+                    accepted[table].push(rows);
+                }
+            }
+        }
+        let deletes = self.pending.deletes();
+        let data = self.pending.data(&[], offsets, &deletes);
         match self.writer.finish(&data).await {
             Ok(()) => Ok(accepted),
             Err(error) => Err((Some(accepted), error)),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::batch::MessageRef;
-
-    fn batch(copy_text: &str, row_messages: Vec<u32>, messages: usize) -> ConvertedBatch {
-        let mut source = BatchBuilder::new();
-        for offset in 0..messages {
-            source.push(
-                MessageRef {
-                    topic: "t",
-                    partition: 0,
-                    offset: offset as i64,
-                    timestamp: None,
-                    key: None,
-                    value: Some(b"{}"),
-                },
-                [],
-            );
-        }
-        ConvertedBatch {
-            copy_text: Bytes::copy_from_slice(copy_text.as_bytes()),
-            rows: row_messages.len() as u64,
-            row_messages,
-            runs: Vec::new(),
-            source,
-            messages: messages as u64,
-            dead_letters: Vec::new(),
-            next_offsets: vec![("t".into(), 0, messages as i64)],
-            converter: Arc::default(),
-        }
-    }
-
-    #[test]
-    fn rows_group_by_message_across_batches() {
-        let mut pending = Pending::default();
-        pending.add(batch("a\nb\nc\n", vec![0, 0, 2], 3));
-        pending.add(batch("", vec![], 2));
-        pending.add(batch("d\n", vec![1], 2));
-        let groups = pending.message_groups();
-        let expected = [(0, 0, "a\nb\n"), (0, 2, "c\n"), (2, 1, "d\n")];
-        assert_eq!(groups.len(), expected.len());
-        for ((b, m, rows), (eb, em, erows)) in groups.iter().zip(expected) {
-            assert_eq!((*b, *m, &rows[..]), (eb, em, erows.as_bytes()));
-        }
-        assert_eq!(pending.chunks().len(), 2);
-        assert_eq!(pending.rows, 4);
-        assert_eq!(pending.messages, 7);
     }
 }

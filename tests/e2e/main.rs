@@ -29,6 +29,7 @@ mod restart;
 mod sandbox;
 mod scale_out;
 mod selftest;
+mod tables;
 mod tls;
 mod upgrades;
 mod write_modes;

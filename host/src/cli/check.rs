@@ -8,7 +8,9 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
-use crate::config::{self, is_topic_pattern, Delivery, MetricsAddress, SinkConfig, WriteMode};
+use crate::config::{
+    self, is_topic_pattern, DbConfig, Delivery, MetricsAddress, SinkConfig, TableConfig, WriteMode,
+};
 use crate::converter::{ConverterSpec, Table};
 use crate::kafka::redact_secrets;
 use crate::postgres::{self, Target};
@@ -95,18 +97,26 @@ fn fail(what: &'static str, detail: impl Into<String>, fix: impl Into<String>) -
 
 /// Runs every check of one sink; the configuration itself already loaded.
 async fn check(config: &SinkConfig, broker_timeout: Duration) -> Vec<CheckLine> {
+    let db = &config.db;
+    let names: Vec<String> = db
+        .tables
+        .iter()
+        .map(|t| format!("{}.{}", t.schema, t.table))
+        .collect();
     let mut lines = vec![pass(
         "config",
         format!(
-            "{} topic(s) into {}.{}, delivery {}",
+            "{} topic(s) into {}, delivery {}",
             config.topics.len(),
-            config.db.schema,
-            config.db.table,
+            names.join(", "),
             config.delivery
         ),
     )];
-    let db = &config.db;
-    let mut table = Table::untyped(&db.schema, &db.table, &db.columns);
+    let mut tables: Vec<Table> = db
+        .tables
+        .iter()
+        .map(|t| Table::untyped(&t.schema, &t.table, &t.columns))
+        .collect();
     match postgres::connect(db).await {
         Err(error) => lines.push(fail(
             "database",
@@ -125,82 +135,138 @@ async fn check(config: &SinkConfig, broker_timeout: Duration) -> Vec<CheckLine> 
                 Ok(false) => lines.push(pass("schema", "the pgsink schema is missing or older than this pgsink; pgsink run installs or upgrades it (or run pgsink sql install)")),
                 Err(error) => lines.push(fail("schema", error.to_string(), "grant the sink's user USAGE on schema pgsink")),
             }
-            match Target::resolve(&client, db).await {
-                Ok(target) => {
-                    // Column privileges count (a table grant gives them all): SELECT to match
-                    // keys, UPDATE only where upsert changes a column, DELETE for deletes.
-                    let updated: Vec<&str> = match db.write_mode {
-                        WriteMode::Upsert => (0..target.columns.len())
-                            .filter(|i| !target.key.contains(&(*i as u32)))
-                            .map(|i| target.columns[i].as_str())
-                            .collect(),
-                        _ => Vec::new(),
-                    };
-                    let needed = match (db.write_mode, updated.is_empty()) {
-                        (WriteMode::Append, _) => "INSERT",
-                        (WriteMode::Upsert, false) => "SELECT, INSERT, UPDATE, DELETE",
-                        _ => "SELECT, INSERT, DELETE",
-                    };
-                    let keyed = db.write_mode.is_keyed();
-                    let privilege = client
-                        .query_one(
-                            "SELECT coalesce(bool_and(has_column_privilege($1, c, 'INSERT')
-                                                      AND (NOT $4 OR has_column_privilege($1, c, 'SELECT'))), true)
-                                AND coalesce((SELECT bool_and(has_column_privilege($1, u, 'UPDATE'))
-                                                FROM unnest($3::text[]) u), true)
-                                AND (NOT $4 OR has_table_privilege($1, 'DELETE'))
-                                AND (NOT $4 OR has_database_privilege(current_database(), 'TEMPORARY'))
-                               FROM unnest($2::text[]) c",
-                            &[&target.qualified(), &target.columns, &updated, &keyed],
-                        )
-                        .await
-                        .map(|row| row.get::<_, bool>(0));
-                    let described: Vec<String> = target
-                        .columns
-                        .iter()
-                        .zip(&target.column_types)
-                        .map(|(c, t)| format!("{c} {t}"))
-                        .collect();
-                    let key: Vec<&str> =
-                        target.key.iter().map(|&k| target.columns[k as usize].as_str()).collect();
-                    let key = match (key.is_empty(), &target.key_index) {
-                        (true, _) => "no primary key among these columns".to_string(),
-                        (false, None) => format!("key {}", key.join(", ")),
-                        (false, Some(index)) => format!("key {} (unique index {index})", key.join(", ")),
-                    };
-                    let mode = format!("write mode {}", db.write_mode);
-                    match privilege {
-                        Ok(true) => lines.push(pass("table", format!("{} ({}; {key}; {mode})", target.qualified(), described.join(", ")))),
-                        Ok(false) => lines.push(fail(
-                            "table",
-                            format!("{} exists but {} may not {needed} on it{}", target.qualified(), db.username,
-                                if db.write_mode.is_keyed() { " or create temporary tables" } else { "" }),
-                            format!("GRANT {needed} ON {} TO {}{}", target.qualified(), postgres::quote_ident(&db.username),
-                                if db.write_mode.is_keyed() { format!("; GRANT TEMPORARY ON DATABASE {} TO {}", postgres::quote_ident(&db.database), postgres::quote_ident(&db.username)) } else { String::new() }),
-                        )),
-                        Err(error) => lines.push(fail("table", error.to_string(), "check the table's privileges")),
-                    }
-                    table = target.converter_table();
+            for (table, known) in db.tables.iter().zip(&mut tables) {
+                let (line, resolved) = check_table(&client, db, table).await;
+                lines.push(line);
+                if let Some(resolved) = resolved {
+                    *known = resolved;
                 }
-                Err(error) => lines.push(fail(
-                    "table",
-                    error.to_string(),
-                    "create the table, or fix db.schema, db.table and db.columns (names are case-sensitive)",
-                )),
             }
         }
     }
-    lines.push(check_converter(config, &table));
+    lines.push(check_converter(config, &tables));
     lines.extend(check_broker(config, broker_timeout));
     lines
+}
+
+/// One table of the sink: it exists with the configured columns, has the key its write mode
+/// needs, and the sink's user may write it so. With the table as the converter is told.
+async fn check_table(
+    client: &tokio_postgres::Client,
+    db: &DbConfig,
+    table: &TableConfig,
+) -> (CheckLine, Option<Table>) {
+    let target = match Target::resolve(client, table).await {
+        Ok(target) => target,
+        Err(error) => {
+            let line = fail(
+                "table",
+                error.to_string(),
+                "create the table, or fix its schema, name and columns (names are case-sensitive)",
+            );
+            return (line, None);
+        }
+    };
+    let mode = table.write_mode;
+    // Column privileges count (a table grant gives them all): SELECT to match keys, UPDATE
+    // only where upsert changes a column, DELETE for deletes.
+    let updated: Vec<&str> = match mode {
+        WriteMode::Upsert => (0..target.columns.len())
+            .filter(|i| !target.key.contains(&(*i as u32)))
+            .map(|i| target.columns[i].as_str())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let needed = match (mode, updated.is_empty()) {
+        (WriteMode::Append, _) => "INSERT",
+        (WriteMode::Upsert, false) => "SELECT, INSERT, UPDATE, DELETE",
+        _ => "SELECT, INSERT, DELETE",
+    };
+    let keyed = mode.is_keyed();
+    let privilege = client
+        .query_one(
+            "SELECT coalesce(bool_and(has_column_privilege($1, c, 'INSERT')
+                                      AND (NOT $4 OR has_column_privilege($1, c, 'SELECT'))), true)
+                AND coalesce((SELECT bool_and(has_column_privilege($1, u, 'UPDATE'))
+                                FROM unnest($3::text[]) u), true)
+                AND (NOT $4 OR has_table_privilege($1, 'DELETE'))
+                AND (NOT $4 OR has_database_privilege(current_database(), 'TEMPORARY'))
+               FROM unnest($2::text[]) c",
+            &[&target.qualified(), &target.columns, &updated, &keyed],
+        )
+        .await
+        .map(|row| row.get::<_, bool>(0));
+    let described: Vec<String> = target
+        .columns
+        .iter()
+        .zip(&target.column_types)
+        .map(|(c, t)| format!("{c} {t}"))
+        .collect();
+    let key: Vec<&str> = target
+        .key
+        .iter()
+        .map(|&k| target.columns[k as usize].as_str())
+        .collect();
+    let key = match (key.is_empty(), &target.key_index) {
+        (true, _) => "no primary key among these columns".to_string(),
+        (false, None) => format!("key {}", key.join(", ")),
+        (false, Some(index)) => format!("key {} (unique index {index})", key.join(", ")),
+    };
+    let topics = match &table.topics[..] {
+        [] => String::new(),
+        topics => format!("; topics {}", topics.join(", ")),
+    };
+    let name = target.qualified();
+    let user = postgres::quote_ident(&db.username);
+    let line = match privilege {
+        Ok(true) => pass(
+            "table",
+            format!(
+                "{name} ({}; {key}; write mode {mode}{topics})",
+                described.join(", ")
+            ),
+        ),
+        Ok(false) => {
+            let temporary = if keyed {
+                let database = postgres::quote_ident(&db.database);
+                format!("; GRANT TEMPORARY ON DATABASE {database} TO {user}")
+            } else {
+                String::new()
+            };
+            let or_temporary = if keyed {
+                " or create temporary tables"
+            } else {
+                ""
+            };
+            fail(
+                "table",
+                format!(
+                    "{name} exists but {} may not {needed} on it{or_temporary}",
+                    db.username
+                ),
+                format!("GRANT {needed} ON {name} TO {user}{temporary}"),
+            )
+        }
+        Err(error) => fail("table", error.to_string(), "check the table's privileges"),
+    };
+    (line, Some(target.converter_table()))
 }
 
 /// The sink's stored positions: how many, and none that another sink owns in its table or
 /// that it stored for another table (the first flush would stop the sink).
 async fn check_positions(config: &SinkConfig, client: &tokio_postgres::Client) -> CheckLine {
     let sink = config.identity();
-    let consumes = |topic: &str| config.consumes(topic);
-    let found = postgres::offsets::conflicts(client, &sink, &config.db, consumes).await;
+    let db = &config.db;
+    let mut found = Ok(Vec::new());
+    for table in &db.tables {
+        let speaks_for =
+            |topic: &str| config.consumes(topic) && std::ptr::eq(db.position_table(topic), table);
+        let fills = |topic: &str| config.consumes(topic) && table.takes(topic);
+        found = postgres::offsets::conflicts(client, &sink, table, speaks_for, fills).await;
+        if found.as_ref().map_or(true, |c| !c.is_empty()) {
+            break;
+        }
+    }
     let stored = postgres::offsets::stored(client, &sink).await;
     match (found, stored) {
         (Ok(conflicts), _) if !conflicts.is_empty() => fail(
@@ -238,9 +304,9 @@ fn check_metrics(address: &MetricsAddress) -> CheckLine {
     }
 }
 
-fn check_converter(config: &SinkConfig, table: &Table) -> CheckLine {
+fn check_converter(config: &SinkConfig, tables: &[Table]) -> CheckLine {
     let loaded = ConverterSpec::load(&config.converter).and_then(|spec| {
-        let converter = spec.instantiate(std::slice::from_ref(table))?;
+        let converter = spec.instantiate(tables)?;
         Ok((
             converter.label(),
             spec.component.hash().to_string(),

@@ -30,6 +30,10 @@ pub struct Args {
     /// An empty key or value is null, not empty: `KEY<SEP>` with nothing after it is a tombstone.
     #[arg(long)]
     empty_is_null: bool,
+    /// The topic the messages come from (default: the first topic the configuration names);
+    /// it decides which tables they fill when tables take given topics.
+    #[arg(long)]
+    topic: Option<String>,
 }
 
 /// How a line of input becomes a message.
@@ -59,8 +63,12 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         Some(plugin) => config::load_with_converter(&args.config, plugin)?,
         None => config::load(&args.config)?,
     };
-    let db = &config.db;
-    let tables = [Table::untyped(&db.schema, &db.table, &db.columns)];
+    let tables: Vec<Table> = config
+        .db
+        .tables
+        .iter()
+        .map(|t| Table::untyped(&t.schema, &t.table, &t.columns))
+        .collect();
     let mut converter = ConverterSpec::load(&config.converter)?.instantiate(&tables)?;
     if args.key_separator.as_deref() == Some("") {
         anyhow::bail!("--key-separator must not be empty");
@@ -70,11 +78,13 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         empty_is_null: args.empty_is_null,
     };
     let input = Input {
-        topic: config
-            .topics
-            .iter()
-            .find(|t| !config::is_topic_pattern(t))
-            .map_or("stdin", String::as_str),
+        topic: args.topic.as_deref().unwrap_or_else(|| {
+            config
+                .topics
+                .iter()
+                .find(|t| !config::is_topic_pattern(t))
+                .map_or("stdin", String::as_str)
+        }),
         format: &format,
         tables: &tables,
     };

@@ -11,6 +11,7 @@ use futures_util::SinkExt;
 use crate::batch::{BatchBuilder, MessageRef};
 use crate::config::{self, SinkConfig};
 use crate::converter::ConverterSpec;
+use crate::pending::split_by_table;
 use crate::postgres::{self, Target};
 
 #[derive(clap::Args)]
@@ -130,7 +131,7 @@ async fn connect(config: &SinkConfig) -> anyhow::Result<tokio_postgres::Client> 
 /// The dead letters of the sink, oldest first.
 async fn list(config: &SinkConfig, limit: i64) -> anyhow::Result<Vec<DeadLetterRow>> {
     let client = connect(config).await?;
-    let db = &config.db;
+    let first = config.db.first_table();
     let rows = client
         .query(
             &format!(
@@ -142,8 +143,8 @@ async fn list(config: &SinkConfig, limit: i64) -> anyhow::Result<Vec<DeadLetterR
             ),
             &[
                 &config.identity(),
-                &db.schema,
-                &db.table,
+                &first.schema,
+                &first.table,
                 &config.topics,
                 &limit,
             ],
@@ -197,16 +198,21 @@ async fn redrive(
     ids: Option<Vec<i64>>,
     dry_run: bool,
 ) -> anyhow::Result<RedriveSummary> {
-    if config.db.write_mode.is_keyed() {
+    if let Some(keyed) = config.db.tables.iter().find(|t| t.write_mode.is_keyed()) {
         anyhow::bail!(
-            "dlq redrive appends rows, and db.write.mode = \"{}\": a re-driven message could replace a newer row of its key; replay the topic from the message's offset instead",
-            config.db.write_mode
+            "dlq redrive appends rows, and {} is written in write mode \"{}\": a re-driven message could replace a newer row of its key; replay the topic from the message's offset instead",
+            keyed.table,
+            keyed.write_mode
         );
     }
     let mut client = connect(config).await?;
-    let target = Target::resolve(&client, &config.db).await?;
+    let mut targets = Vec::with_capacity(config.db.tables.len());
+    for table in &config.db.tables {
+        targets.push(Target::resolve(&client, table).await?);
+    }
     let spec = ConverterSpec::load(&config.converter)?;
-    let mut converter = spec.instantiate(&[target.converter_table()])?;
+    let tables: Vec<_> = targets.iter().map(Target::converter_table).collect();
+    let mut converter = spec.instantiate(&tables)?;
 
     let tx = client.transaction().await?;
     let rows = tx
@@ -221,8 +227,8 @@ async fn redrive(
             ),
             &[
                 &config.identity(),
-                &target.schema,
-                &target.table,
+                &targets[0].schema,
+                &targets[0].table,
                 &config.topics,
                 &ids,
             ],
@@ -270,10 +276,19 @@ async fn redrive(
         summary.loaded += loaded.len() as u64;
         summary.rows += conversion.rows;
         summary.still_failing += failed.len() as u64;
-        if !conversion.copy_text.is_empty() {
+        let (texts, _) = split_by_table(
+            &conversion.copy_text,
+            &conversion.row_messages,
+            &conversion.runs,
+            targets.len(),
+        );
+        for (target, text) in targets.iter().zip(texts) {
+            if text.is_empty() {
+                continue;
+            }
             let sink = tx.copy_in::<_, Bytes>(&target.copy_statement()).await?;
             futures_util::pin_mut!(sink);
-            sink.send(Bytes::from(conversion.copy_text)).await?;
+            sink.send(text).await?;
             sink.as_mut()
                 .finish()
                 .await

@@ -39,12 +39,29 @@ impl fmt::Display for Redacted<'_> {
         if c.db.password.is_some() {
             writeln!(f, "db.password = \"***\"")?;
         }
-        writeln!(f, "db.schema = {:?}", c.db.schema)?;
-        writeln!(f, "db.table = {:?}", c.db.table)?;
-        writeln!(f, "db.columns = {:?}", c.db.columns)?;
-        writeln!(f, "db.write.mode = \"{}\"", c.db.write_mode)?;
-        if let Some(keys) = &c.db.key_columns {
-            writeln!(f, "db.key.columns = {keys:?}")?;
+        if let [t] = &c.db.tables[..] {
+            writeln!(f, "db.schema = {:?}", t.schema)?;
+            writeln!(f, "db.table = {:?}", t.table)?;
+            writeln!(f, "db.columns = {:?}", t.columns)?;
+            writeln!(f, "db.write.mode = \"{}\"", t.write_mode)?;
+            if let Some(keys) = &t.key_columns {
+                writeln!(f, "db.key.columns = {keys:?}")?;
+            }
+        } else {
+            let names: Vec<&str> = c.db.tables.iter().map(|t| t.table.as_str()).collect();
+            writeln!(f, "db.tables = {names:?}")?;
+            for t in &c.db.tables {
+                let name = &t.table;
+                writeln!(f, "table.{name:?}.schema = {:?}", t.schema)?;
+                writeln!(f, "table.{name:?}.columns = {:?}", t.columns)?;
+                writeln!(f, "table.{name:?}.write.mode = \"{}\"", t.write_mode)?;
+                if let Some(keys) = &t.key_columns {
+                    writeln!(f, "table.{name:?}.key.columns = {keys:?}")?;
+                }
+                if !t.topics.is_empty() {
+                    writeln!(f, "table.{name:?}.topics = {:?}", t.topics)?;
+                }
+            }
         }
         writeln!(f, "db.sslmode = \"{}\"", c.db.sslmode)?;
         if let Some(ca) = &c.db.sslrootcert {
@@ -147,11 +164,7 @@ impl fmt::Debug for DbConfig {
             .field("database", &self.database)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("schema", &self.schema)
-            .field("table", &self.table)
-            .field("columns", &self.columns)
-            .field("write_mode", &self.write_mode)
-            .field("key_columns", &self.key_columns)
+            .field("tables", &self.tables)
             .field("sslmode", &self.sslmode)
             .field("sslrootcert", &self.sslrootcert)
             .finish()
@@ -170,7 +183,7 @@ impl fmt::Debug for ConverterConfig {
             .field("settings", &settings)
             .field("timeout", &self.timeout)
             .field("memory_limit", &self.memory_limit)
-            .field("write_mode", &self.write_mode)
+            .field("write_modes", &self.write_modes)
             .finish()
     }
 }

@@ -30,6 +30,7 @@ mod describe;
 mod properties;
 mod schema;
 mod sinks;
+mod tables;
 #[cfg(test)]
 mod test_support;
 mod validate;
@@ -160,16 +161,10 @@ pub struct DbConfig {
     pub username: String,
     /// Password, if any. Never shown by `Debug`.
     pub password: Option<String>,
-    /// Schema of the target table.
-    pub schema: String,
-    pub table: String,
-    /// Target columns, names exactly as given (to be quoted as identifiers).
-    pub columns: Vec<String>,
-    /// How rows are applied (`db.write.mode`).
-    pub write_mode: WriteMode,
-    /// The columns whose values identify a row (`db.key.columns`), in key order; `None`:
-    /// the table's primary key. Set only with a keyed write mode.
-    pub key_columns: Option<Vec<String>>,
+    /// The tables the sink writes, in the order a flush writes them (never empty): `db.table`,
+    /// one per topic when `db.table` holds `${topic}`, or the `[table.NAME]` sections in the
+    /// order `db.tables` lists them.
+    pub tables: Vec<TableConfig>,
     /// TLS to the database (`db.sslmode`, as libpq's; default `prefer`).
     pub sslmode: SslMode,
     /// CA bundle (PEM) that verifies the server's certificate under
@@ -177,6 +172,49 @@ pub struct DbConfig {
     /// Only ever set with `VerifyFull`. [`load`] makes a relative path
     /// relative to the configuration file's directory.
     pub sslrootcert: Option<PathBuf>,
+}
+
+/// One table a sink writes: `db.table` with the `db.*` keys, or a `[table.NAME]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableConfig {
+    /// Unquoted, as the database spells it.
+    pub schema: String,
+    /// Unquoted, as the database spells it.
+    pub table: String,
+    /// The columns each row fills, names exactly as given (to be quoted as identifiers).
+    pub columns: Vec<String>,
+    /// How rows are applied (`db.write.mode`, or the section's `write.mode`).
+    pub write_mode: WriteMode,
+    /// The columns whose values identify a row (`key.columns`), in key order; `None`: the
+    /// table's primary key. Set only with a keyed write mode.
+    pub key_columns: Option<Vec<String>>,
+    /// The named topics whose messages fill it (a section's `topics`, or the one topic
+    /// `${topic}` stands for); empty: every topic of the sink.
+    pub topics: Vec<String>,
+}
+
+impl TableConfig {
+    /// Whether messages of `topic` fill this table.
+    pub fn takes(&self, topic: &str) -> bool {
+        self.topics.is_empty() || self.topics.iter().any(|t| t == topic)
+    }
+}
+
+impl DbConfig {
+    /// The table that owns the positions of `topic` in `pgsink.offsets` (its `first_table`):
+    /// the first table that takes the topic's messages, else the first table. Where one topic
+    /// fills several tables they commit together, so one of them speaks for all.
+    pub fn position_table(&self, topic: &str) -> &TableConfig {
+        self.tables
+            .iter()
+            .find(|t| t.takes(topic))
+            .unwrap_or(&self.tables[0])
+    }
+
+    /// The first table (the only one, for most sinks).
+    pub fn first_table(&self) -> &TableConfig {
+        &self.tables[0]
+    }
 }
 
 /// TLS to the database (`db.sslmode`), with libpq's meaning of each name.
@@ -259,9 +297,10 @@ pub struct ConverterConfig {
     /// Whether the converter sees the host's wall clock (`plugin.clock`,
     /// default false: its wall clock reads the Unix epoch).
     pub wall_clock: bool,
-    /// How the sink applies the converter's rows (`db.write.mode`): whether a row may delete,
-    /// and whether every row needs its key.
-    pub write_mode: WriteMode,
+    /// How the sink applies the converter's rows, per table in table order (`db.write.mode`):
+    /// whether a row may delete, and whether every row needs its key. A table past the end
+    /// appends.
+    pub write_modes: Vec<WriteMode>,
 }
 
 impl Default for ConverterConfig {
@@ -272,7 +311,7 @@ impl Default for ConverterConfig {
             timeout: Some(Duration::from_millis(DEFAULT_CONVERTER_TIMEOUT_MS)),
             memory_limit: DEFAULT_CONVERTER_MEMORY_MB as usize * MEGABYTE,
             wall_clock: false,
-            write_mode: WriteMode::Append,
+            write_modes: Vec::new(),
         }
     }
 }
@@ -579,12 +618,15 @@ pub fn parse_properties(text: &str) -> Result<SinkConfig, ConfigError> {
 
 impl SinkConfig {
     /// Who owns the sink's stored offsets and dead letters: its `name`, else
-    /// `<db.schema>.<db.table>`. Renaming a sink starts its positions over, as renaming a
-    /// Kafka Connect connector changes its consumer group.
+    /// `<db.schema>.<db.table>` (a sink of several tables has a name). Renaming a sink starts
+    /// its positions over, as renaming a Kafka Connect connector changes its consumer group.
     pub fn identity(&self) -> String {
         match &self.name {
             Some(name) => name.clone(),
-            None => format!("{}.{}", self.db.schema, self.db.table),
+            None => {
+                let first = self.db.first_table();
+                format!("{}.{}", first.schema, first.table)
+            }
         }
     }
 

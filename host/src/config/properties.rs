@@ -271,7 +271,7 @@ kafka.bootstrap.servers = "kafka:9092"
         );
         assert_eq!(from_properties.kafka["bootstrap.servers"], "kafka:9092");
         assert_eq!(
-            from_properties.db.columns,
+            from_properties.db.tables[0].columns,
             ["device", "rate", "x", "y", "z"]
         );
         assert_eq!(from_properties.delivery, Delivery::Synchronized);
@@ -315,7 +315,7 @@ offset.storage.file.filename=/tmp/connect.offsets
             .replace("db.password=justone", "db.password=");
         let c = parse_properties(&text).unwrap();
         assert_eq!(c.buffer_size, 8_000_000);
-        assert_eq!(c.db.table, "accélerometer");
+        assert_eq!(c.db.tables[0].table, "accélerometer");
         assert_eq!(c.db.password, None);
     }
 
@@ -380,7 +380,7 @@ offset.storage.file.filename=/tmp/connect.offsets
         );
         // The same key twice: the last value wins, as in Java.
         let c = parse_properties(&format!("{ORIGINAL}db.table=second\n")).unwrap();
-        assert_eq!(c.db.table, "second");
+        assert_eq!(c.db.tables[0].table, "second");
     }
 
     #[test]

@@ -3,9 +3,9 @@
 //!
 //! A TOML document is flattened first (`[db] host = …`, `db.host = …` and
 //! `"db.host" = …` all become `db.host`); a `.properties` file is flat
-//! already. Two prefixes are not keys but free-form sections handed on
-//! as strings: `kafka.*` (librdkafka properties) and `plugin.settings.*`
-//! (converter settings). Keeping every value with its place in the document
+//! already. Three prefixes are not keys but free-form sections handed on
+//! as strings: `kafka.*` (librdkafka properties), `plugin.settings.*`
+//! (converter settings) and `table.*` (the tables of `db.tables`, read by the validator). Keeping every value with its place in the document
 //! lets type errors and unknown keys point at their line, as TOML's own
 //! errors do.
 
@@ -27,6 +27,7 @@ pub(super) type Flat<'i> = BTreeMap<String, Spanned<DeValue<'i>>>;
 
 pub(super) const KAFKA: &str = "kafka";
 pub(super) const SETTINGS: &str = "plugin.settings";
+pub(super) const TABLE: &str = "table";
 pub(super) const SINK: &str = "sink";
 
 /// Every key, by the name written in files. The field order is the order
@@ -57,6 +58,8 @@ pub(super) struct Schema {
     pub db_table: Option<String>,
     #[serde(rename = "db.columns")]
     pub db_columns: Option<StringList>,
+    #[serde(rename = "db.tables")]
+    pub db_tables: Option<StringList>,
     #[serde(rename = "db.json.parse")]
     pub db_json_parse: Option<String>,
     #[serde(rename = "db.json.envelope")]
@@ -97,6 +100,9 @@ pub(super) struct Schema {
     /// Filled from the `kafka.*` keys, never by serde.
     #[serde(rename = "kafka", default)]
     pub kafka: BTreeMap<String, String>,
+    /// Filled from the `table.*` keys (`NAME.columns`, …), never by serde.
+    #[serde(rename = "table", default)]
+    pub table: BTreeMap<String, String>,
     /// Process-wide: accepted at the top level of a file only.
     #[serde(rename = "metrics.address")]
     pub metrics_address: Option<String>,
@@ -106,10 +112,12 @@ pub(super) struct Schema {
 }
 
 impl Schema {
-    /// Reads a flat map; the `kafka.*` and `plugin.settings.*` keys must hold strings.
+    /// Reads a flat map; the `kafka.*`, `plugin.settings.*` and `table.*` keys must hold
+    /// strings.
     pub(super) fn from_flat(mut flat: Flat<'_>) -> Result<Schema, ConfigError> {
         let kafka = split_section(&mut flat, KAFKA);
         let plugin_settings = split_section(&mut flat, SETTINGS);
+        let table = split_section(&mut flat, TABLE);
         let entries = Entries {
             entries: flat.into_iter(),
             value: None,
@@ -117,6 +125,7 @@ impl Schema {
         Ok(Schema {
             kafka,
             plugin_settings,
+            table,
             ..Schema::deserialize(de::value::MapAccessDeserializer::new(entries))?
         })
     }
@@ -222,7 +231,7 @@ enum Place<'a> {
 }
 
 fn place(path: &str) -> Place<'_> {
-    for section in [KAFKA, SETTINGS] {
+    for section in [KAFKA, SETTINGS, TABLE] {
         if path == section {
             return Place::InSection(section, "");
         }
@@ -390,8 +399,9 @@ fn at(span: Range<usize>, message: &str) -> toml::de::Error {
         .expect_err("Fail fails")
 }
 
-/// Flattens a free-form section (`kafka`, `plugin.settings`) to dotted names
-/// with string values.
+/// Flattens a free-form section (`kafka`, `plugin.settings`, `table`) to dotted names
+/// with string values (in `table`, an array of strings is written joined by commas, as
+/// `db.columns` may be).
 pub(super) fn flatten_section(
     section: &str,
     table: toml::Table,
@@ -421,6 +431,21 @@ pub(super) fn flatten_section(
                 toml::Value::Integer(i) => i.to_string(),
                 toml::Value::Float(f) => f.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Array(items)
+                    if section == TABLE
+                        && items
+                            .iter()
+                            .all(|i| i.as_str().is_some_and(|s| !s.contains(','))) =>
+                {
+                    let items: Vec<&str> = items.iter().filter_map(toml::Value::as_str).collect();
+                    items.join(",")
+                }
+                toml::Value::Array(_) if section == TABLE => {
+                    return Err(ConfigError::invalid(
+                        full(),
+                        "an array holds names, and a name here cannot contain a comma",
+                    ))
+                }
                 toml::Value::Array(_) => {
                     return Err(ConfigError::invalid(
                         full(),

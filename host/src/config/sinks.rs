@@ -182,20 +182,21 @@ pub(crate) fn sink_label(index: usize, name: Option<&str>) -> String {
     }
 }
 
-/// A topic (or pattern) both sinks may consume: one both name, a named topic the other's pattern
-/// matches, or the same pattern. Two different patterns are not compared (which topics both
-/// match is only known at run time).
-fn shared_topic<'a>(a: &'a SinkConfig, b: &'a SinkConfig) -> Option<&'a String> {
+/// The topics (or patterns) both sinks may consume: ones both name, named topics the other's
+/// pattern matches, or the same pattern. Two different patterns are not compared (which topics
+/// both match is only known at run time).
+fn shared_topics<'a>(a: &'a SinkConfig, b: &'a SinkConfig) -> Vec<&'a String> {
     let matches = |entry: &str, topic: &str| {
         is_topic_pattern(entry)
             && !is_topic_pattern(topic)
             && regex::Regex::new(entry).is_ok_and(|p| p.is_match(topic))
     };
-    a.topics.iter().find(|x| {
+    let shared = |x: &&String| {
         b.topics
             .iter()
             .any(|y| x.as_str() == y.as_str() || matches(x, y) || matches(y, x))
-    })
+    };
+    a.topics.iter().filter(shared).collect()
 }
 
 /// Rejects sinks of one process that would get in each other's way.
@@ -218,19 +219,31 @@ fn check_conflicts(sinks: &[SinkConfig]) -> Result<(), ConfigError> {
             let database = |c: &SinkConfig| (c.db.host.clone(), c.db.port, c.db.database.clone());
             let synchronized =
                 a.delivery == Delivery::Synchronized && b.delivery == Delivery::Synchronized;
-            let same_table = (&a.db.schema, &a.db.table) == (&b.db.schema, &b.db.table);
-            if let Some(topic) = shared_topic(a, b) {
-                if synchronized && database(a) == database(b) && same_table {
-                    // One table, topic and partition has one sink's position (`sql/install.sql`).
+            let shared = shared_topics(a, b);
+            for topic in &shared {
+                // Both would load the topic's messages into one table, each from its own
+                // positions (`sql/install.sql` keeps one sink per position table; this also
+                // sees the tables a sink writes after its first).
+                let takes = |c: &'_ SinkConfig| {
+                    let tables = c.db.tables.iter().filter(|t| t.takes(topic));
+                    tables
+                        .map(|t| (t.schema.clone(), t.table.clone()))
+                        .collect::<Vec<_>>()
+                };
+                let theirs = takes(b);
+                let both = takes(a).into_iter().find(|t| theirs.contains(t));
+                if let (true, true, Some((schema, table))) =
+                    (synchronized, database(a) == database(b), both)
+                {
                     return Err(conflict(format!(
-                        "both load topic {topic:?} into {}.{}.{} on {} with synchronized \
-                         delivery: their offsets would collide",
+                        "both load topic {topic:?} into {}.{schema}.{table} on {} with \
+                         synchronized delivery: their offsets would collide",
                         a.db.database,
-                        a.db.schema,
-                        a.db.table,
                         a.db.host_port()
                     )));
                 }
+            }
+            if let Some(topic) = shared.first() {
                 // Whatever the delivery: a sink that is not synchronized drops its positions.
                 if database(a) == database(b) && a.identity() == b.identity() {
                     return Err(conflict(format!(

@@ -58,6 +58,12 @@ pub(crate) fn err_text(text: &str) -> String {
         .to_string()
 }
 
+/// The converter settings of `config`, as string pairs.
+pub(crate) fn settings(config: &SinkConfig) -> Vec<(&str, &str)> {
+    let settings = config.converter.settings.iter();
+    settings.map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
 pub(crate) fn assert_contains(haystack: &str, needle: &str) {
     assert!(haystack.contains(needle), "`{needle}` not in:\n{haystack}");
 }

@@ -1,6 +1,6 @@
 //! Loading files: formats, paths relative to the file, the password variable.
 
-use super::test_support::{err_text, minimal_with, MINIMAL};
+use super::test_support::{err_text, minimal_with, settings, MINIMAL};
 use super::*;
 use std::net::SocketAddr;
 
@@ -24,6 +24,7 @@ fn plugin_config_default_has_the_default_limits() {
     fn plugin_with_parse_paths() -> ConverterConfig {
         ConverterConfig {
             settings: vec![("db.json.parse".into(), "/@a,/@b".into())],
+            write_modes: vec![super::WriteMode::Append],
             ..ConverterConfig::default()
         }
     }
@@ -223,7 +224,7 @@ fn load_reads_latin1_properties() {
     bytes.push(0xE9); // é in ISO-8859-1, as Java writes it
     bytes.extend_from_slice(b"\ndb.json.parse=/@c\n");
     std::fs::write(&path, bytes).unwrap();
-    assert_eq!(load(&path).unwrap().db.columns, ["café"]);
+    assert_eq!(load(&path).unwrap().db.tables[0].columns, ["café"]);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -249,14 +250,8 @@ fn json_settings_reach_the_converter_checked() {
     let config = minimal_with(
         "db.json.envelope = \" Debezium \"\ndb.json.tombstone = \"delete\"\ndb.json.cast = \"a:epoch-ms\"",
     );
-    let settings: Vec<(&str, &str)> = config
-        .converter
-        .settings
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
     assert_eq!(
-        settings,
+        settings(&config),
         [
             ("db.json.parse", "/@a,/@b"),
             ("db.json.envelope", "debezium"),

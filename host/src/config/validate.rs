@@ -8,15 +8,17 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::schema::Schema;
+use super::tables::{tables, TOPIC_PLACEHOLDER};
 use super::values::{
     is_valid_topic, names, non_empty, parse_host, whole_number, Number, ParseEnumError,
 };
 use super::{
     is_topic_pattern, ConfigError, ConverterConfig, DbConfig, Delivery, ErrorTolerance, SinkConfig,
-    SslMode, WriteMode, DEFAULT_AUTO_OFFSET_RESET, DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_BUFFER_SIZE,
-    DEFAULT_CONVERTER_MEMORY_MB, DEFAULT_CONVERTER_TIMEOUT_MS, DEFAULT_FLUSH_INTERVAL_MS,
-    DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SCHEMA, DEFAULT_TASKS, FORBIDDEN_KAFKA_KEYS, JSON_SETTINGS,
-    MEGABYTE, MIN_BUFFER_SIZE, MIN_CONVERTER_MEMORY_MB, PARSE_PATHS_SETTING,
+    SslMode, TableConfig, WriteMode, DEFAULT_AUTO_OFFSET_RESET, DEFAULT_BOOTSTRAP_SERVERS,
+    DEFAULT_BUFFER_SIZE, DEFAULT_CONVERTER_MEMORY_MB, DEFAULT_CONVERTER_TIMEOUT_MS,
+    DEFAULT_FLUSH_INTERVAL_MS, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SCHEMA, DEFAULT_TASKS,
+    FORBIDDEN_KAFKA_KEYS, JSON_SETTINGS, MEGABYTE, MIN_BUFFER_SIZE, MIN_CONVERTER_MEMORY_MB,
+    PARSE_PATHS_SETTING,
 };
 
 pub(super) const DEAD_LETTER_KEY: &str = "errors.deadletter.max.per.minute";
@@ -50,10 +52,22 @@ pub(super) fn sink(s: &Schema, key_names: KeyNames) -> Result<SinkConfig, Config
         .map(|n| non_empty("name", n))
         .transpose()?;
     let (topics, tasks) = topics_and_tasks(s, key_names)?;
-    let db = db(s)?;
+    let (db, table_settings) = db(s, &topics)?;
+    let several = s.db_tables.is_some()
+        || db.tables.len() > 1
+        || s.db_table
+            .as_ref()
+            .is_some_and(|t| t.contains(TOPIC_PLACEHOLDER));
+    if several && name.is_none() {
+        return Err(invalid(
+            "name",
+            "is required for a sink that writes several tables (db.tables, or ${topic} in \
+             db.table): it names the sink's offsets and its consumer group",
+        ));
+    }
     let (delivery, buffer_size, flush_interval) = delivery(s, key_names)?;
     let (errors_tolerance, max_dead_letters_per_minute) = errors(s)?;
-    let converter = converter(s, db.columns.len(), db.write_mode)?;
+    let converter = converter(s, &db.tables, table_settings)?;
     let kafka = kafka(s, name.as_deref(), &db)?;
     Ok(SinkConfig {
         name,
@@ -127,14 +141,23 @@ fn choice<T: FromStr<Err = ParseEnumError> + Default>(
 
 /// Required keys, all reported at once.
 fn required(s: &Schema) -> Result<(), ConfigError> {
+    if let (None, Some((key, _))) = (&s.db_tables, s.table.iter().next()) {
+        return Err(invalid(
+            &format!("table.{key}"),
+            "a [table.NAME] section is read only when db.tables lists NAME",
+        ));
+    }
     let keys: Vec<&'static str> = [
         (s.topics.is_some(), "topics"),
         (s.db_database.is_some(), "db.database"),
         (s.db_username.is_some(), "db.username"),
-        (s.db_table.is_some(), "db.table"),
-        (s.db_columns.is_some(), "db.columns"),
+        (s.db_table.is_some() || s.db_tables.is_some(), "db.table"),
         (
-            s.db_json_parse.is_some() || s.plugin_path.is_some(),
+            s.db_columns.is_some() || s.db_tables.is_some(),
+            "db.columns",
+        ),
+        (
+            s.db_json_parse.is_some() || s.plugin_path.is_some() || s.db_tables.is_some(),
             PARSE_PATHS_SETTING,
         ),
     ]
@@ -222,8 +245,8 @@ fn pattern_error(pattern: &str) -> Option<String> {
     None
 }
 
-/// `db.*`: connection and target table.
-fn db(s: &Schema) -> Result<DbConfig, ConfigError> {
+/// `db.*`: connection and tables (with the converter's settings of each table).
+fn db(s: &Schema, topics: &[String]) -> Result<(DbConfig, Vec<(String, String)>), ConfigError> {
     let (host, port) = match &s.db_host {
         Some(host) => parse_host(host).map_err(|message| invalid("db.host", message))?,
         None => (DEFAULT_HOST.to_owned(), DEFAULT_PORT),
@@ -251,53 +274,23 @@ fn db(s: &Schema) -> Result<DbConfig, ConfigError> {
             ),
         ));
     }
-    let columns = names("db.columns", "column", present(&s.db_columns))?;
-    let (write_mode, key_columns) = write_mode(s, &columns)?;
-    Ok(DbConfig {
-        host,
-        port,
-        database: non_empty("db.database", present(&s.db_database).as_str())?,
-        username: non_empty("db.username", present(&s.db_username).as_str())?,
-        password: s.db_password.clone().filter(|p| !p.is_empty()),
-        schema,
-        table: non_empty("db.table", present(&s.db_table).as_str())?,
-        columns,
-        write_mode,
-        key_columns,
-        sslmode,
-        sslrootcert,
-    })
-}
-
-/// `db.write.mode` and `db.key.columns`: how rows are applied, and the key they are applied by.
-fn write_mode(
-    s: &Schema,
-    columns: &[String],
-) -> Result<(WriteMode, Option<Vec<String>>), ConfigError> {
     let mode: WriteMode = choice("db.write.mode", &s.db_write_mode, |mode| match mode {
         "insert" => " (append is COPY; upsert replaces a key's row)",
         "update" | "merge" => " (upsert inserts a new key and replaces an existing one)",
         _ => "",
     })?;
-    let key = "db.key.columns";
-    let Some(list) = &s.db_key_columns else {
-        return Ok((mode, None));
+    let (tables, table_settings) = tables(s, &schema, mode, topics)?;
+    let db = DbConfig {
+        host,
+        port,
+        database: non_empty("db.database", present(&s.db_database).as_str())?,
+        username: non_empty("db.username", present(&s.db_username).as_str())?,
+        password: s.db_password.clone().filter(|p| !p.is_empty()),
+        tables,
+        sslmode,
+        sslrootcert,
     };
-    if !mode.is_keyed() {
-        return Err(invalid(
-            key,
-            "is used only with db.write.mode = \"upsert\" or \"ignore\"; \"append\" \
-             loads every row as it is",
-        ));
-    }
-    let keys = names(key, "column", list)?;
-    if let Some(stray) = keys.iter().find(|k| !columns.contains(k)) {
-        return Err(invalid(
-            key,
-            format!("`{stray}` is not one of db.columns (the key must be loaded to be matched)"),
-        ));
-    }
-    Ok((mode, Some(keys)))
+    Ok((db, table_settings))
 }
 
 /// `db.delivery`, `db.buffer.size` and `flush.interval.ms`: when rows are written.
@@ -389,16 +382,18 @@ fn json_names(s: &Schema) -> Result<Vec<(String, String)>, ConfigError> {
 /// `plugin.*` and `db.json.*`: the converter, its settings and limits.
 fn converter(
     s: &Schema,
-    columns: usize,
-    write_mode: WriteMode,
+    tables: &[TableConfig],
+    table_settings: Vec<(String, String)>,
 ) -> Result<ConverterConfig, ConfigError> {
     let mut settings = Vec::new();
     if let Some(paths) = &s.db_json_parse {
         if paths.trim().is_empty() {
             return Err(invalid(PARSE_PATHS_SETTING, "must not be empty"));
         }
+        // With db.tables, each table without its own parse paths is checked against them.
         let count = paths.split(',').count();
-        if count != columns {
+        let columns = tables[0].columns.len();
+        if count != columns && s.db_tables.is_none() {
             return Err(ConfigError::CountMismatch {
                 paths: count,
                 columns,
@@ -407,11 +402,18 @@ fn converter(
         settings.push((PARSE_PATHS_SETTING.to_owned(), paths.clone()));
     }
     settings.extend(json_names(s)?);
+    settings.extend(table_settings);
     for (key, value) in &s.plugin_settings {
         if JSON_SETTINGS.contains(&key.as_str()) {
             return Err(invalid(
                 &format!("plugin.settings.{key}"),
                 format!("set the top-level {key} instead"),
+            ));
+        }
+        if key.starts_with("table.") {
+            return Err(invalid(
+                &format!("plugin.settings.{key}"),
+                "a table's settings go in its [table.NAME] section",
             ));
         }
         settings.push((key.clone(), value.clone()));
@@ -458,7 +460,7 @@ fn converter(
         timeout,
         memory_limit,
         wall_clock: s.plugin_clock.unwrap_or(false),
-        write_mode,
+        write_modes: tables.iter().map(|t| t.write_mode).collect(),
     })
 }
 
@@ -478,7 +480,10 @@ fn kafka(
     }
     let group_id = match name {
         Some(name) => format!("connect-{name}"),
-        None => format!("pgsink-{}.{}", db.schema, db.table),
+        None => {
+            let first = db.first_table();
+            format!("pgsink-{}.{}", first.schema, first.table)
+        }
     };
     let mut kafka = s.kafka.clone();
     for (key, default) in [

@@ -54,16 +54,16 @@ impl Conversion {
 }
 
 /// Attributes the rows of `converted` to its `messages` and `tables`, keeping the messages
-/// whose rows are all well formed and applicable. An appending sink (`keyed` false) loads
-/// an `insert` or `upsert` row as it is (an upsert into a table with a key needs its key)
-/// and fails a message with a `delete`; a sink that applies rows by key (`keyed`) takes
-/// every operation, and every row needs its key. Only a broken contract counts as the
+/// whose rows are all well formed and applicable. An appending table (`keyed[table]` false or
+/// absent) loads an `insert` or `upsert` row as it is (an upsert into a table with a key needs
+/// its key) and fails a message with a `delete`; a table written by key takes every
+/// operation, and every row needs its key. Only a broken contract counts as the
 /// converter's fault: a row the sink cannot apply is the message's.
 pub fn attribute(
     converted: Converted,
     messages: usize,
     tables: &[Table],
-    keyed: bool,
+    keyed: &[bool],
 ) -> Conversion {
     let Converted {
         copy_text,
@@ -258,14 +258,15 @@ impl Refusal {
 }
 
 /// Checks the rows of one run inside a message: `first_row` numbers them in the message;
-/// `keyed`: the sink applies rows by key.
+/// `keyed`: per table, whether the sink applies its rows by key.
 fn check_run(
     text: &[u8],
     run: RowRun,
     first_row: u32,
     tables: &[Table],
-    keyed: bool,
+    keyed: &[bool],
 ) -> Result<(), Refusal> {
+    let keyed = keyed.get(run.table as usize).copied().unwrap_or(false);
     let Some(table) = tables.get(run.table as usize) else {
         return Err(Refusal::Fault(format!(
             "the converter sent row {first_row} to table {} but the sink writes {}",
@@ -340,7 +341,7 @@ mod tests {
     fn check(converted: Converted, messages: usize, columns: usize) -> Conversion {
         let names: Vec<String> = (0..columns).map(|c| format!("c{c}")).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        attribute(converted, messages, &[table(&names, &[])], false)
+        attribute(converted, messages, &[table(&names, &[])], &[false])
     }
 
     #[test]
@@ -448,7 +449,7 @@ mod tests {
             ),
             5,
             &tables,
-            false,
+            &[false],
         );
         assert_eq!(
             String::from_utf8(c.copy_text).unwrap(),
@@ -497,7 +498,7 @@ mod tests {
             ),
             4,
             &tables,
-            true,
+            &[true],
         );
         assert_eq!(c.copy_text, b"1\ta\n3\t\\N\n");
         assert_eq!(c.row_messages, [0, 2]);
@@ -516,6 +517,37 @@ mod tests {
         assert_eq!(c.faults, 0);
     }
 
+    /// Each table follows its own write mode: a delete into the keyed one is applied, a
+    /// delete into the appending one fails its message.
+    #[test]
+    fn each_table_has_its_own_write_mode() {
+        let tables = [table(&["id"], &[0]), table(&["id", "v"], &[0])];
+        let c = attribute(
+            converted(
+                "1\n1\t\\N\n2\n2\t\\N\n",
+                vec![
+                    run(1, 0, Operation::Insert),
+                    run(1, 1, Operation::Delete),
+                    run(1, 0, Operation::Delete),
+                    run(1, 1, Operation::Delete),
+                ],
+                vec![Outcome::Rows(2), Outcome::Rows(2)],
+            ),
+            2,
+            &tables,
+            &[false, true],
+        );
+        assert_eq!(c.copy_text, b"1\n1\t\\N\n");
+        assert_eq!(c.row_messages, [0, 0]);
+        let reasons: Vec<&str> = c.failed.iter().map(|(_, r)| r.as_str()).collect();
+        assert_eq!(reasons.len(), 1);
+        assert!(
+            reasons[0].starts_with("row 1 is a delete, and db.write.mode"),
+            "{}",
+            reasons[0]
+        );
+    }
+
     /// Messages converted one at a time (after a trap) add up to the batch's conversion:
     /// rows, their messages and their runs, with inserts and upserts interleaved.
     #[test]
@@ -526,7 +558,7 @@ mod tests {
                 converted(text, runs, vec![Outcome::Rows(1)]),
                 1,
                 &tables,
-                false,
+                &[false],
             )
         };
         let mut all = Conversion::default();
@@ -556,7 +588,7 @@ mod tests {
             ),
             2,
             &[table(&["id", "v"], &[])],
-            false,
+            &[false],
         );
         assert_eq!(c.copy_text, b"1\ta\n");
         assert_eq!((c.rows, c.row_messages.as_slice()), (1, &[0][..]));

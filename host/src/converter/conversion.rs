@@ -24,8 +24,9 @@ pub struct Converter {
     /// that times out on everything must be caught even when every batch
     /// holds one or two messages).
     timeouts: u32,
-    /// The sink applies rows by key: deletes are allowed, and every row needs its key.
-    keyed: bool,
+    /// Per table, whether the sink applies its rows by key: deletes are allowed, and every
+    /// row needs its key.
+    keyed: Vec<bool>,
 }
 
 impl Converter {
@@ -44,12 +45,13 @@ impl Converter {
             limits,
             instance,
             timeouts: 0,
-            keyed: false,
+            keyed: Vec::new(),
         })
     }
 
-    /// This converter, for a sink that applies rows by key (`db.write.mode` upsert or ignore).
-    pub fn keyed(self, keyed: bool) -> Self {
+    /// This converter, for a sink that applies the rows of each table by key or not (write
+    /// mode upsert or ignore), in table order.
+    pub fn keyed(self, keyed: Vec<bool>) -> Self {
         Converter { keyed, ..self }
     }
 
@@ -73,7 +75,7 @@ impl Converter {
                     converted,
                     batch.len(),
                     self.instance.tables(),
-                    self.keyed,
+                    &self.keyed,
                 ))
             }
             Err(trap) => {
@@ -98,7 +100,7 @@ impl Converter {
             match self.instance.convert(batch.single(i).batch()) {
                 Ok(converted) => {
                     self.timeouts = 0;
-                    let one = attribute(converted, 1, self.instance.tables(), self.keyed);
+                    let one = attribute(converted, 1, self.instance.tables(), &self.keyed);
                     all.extend_one(i, one);
                 }
                 Err(trap) => {

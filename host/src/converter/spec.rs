@@ -21,8 +21,8 @@ pub struct ConverterSpec {
     pub limits: ConverterLimits,
     /// Counts hot-reload swaps: 0 for the converter the sink started with.
     pub version: u64,
-    /// How the sink applies rows (what a row's operation may be).
-    pub write_mode: WriteMode,
+    /// How the sink applies rows, per table (what a row's operation may be).
+    pub write_modes: Vec<WriteMode>,
 }
 
 impl ConverterSpec {
@@ -54,7 +54,7 @@ impl ConverterSpec {
             settings: config.settings.clone(),
             limits: ConverterLimits::from(config),
             version,
-            write_mode: config.write_mode,
+            write_modes: config.write_modes.clone(),
         })
     }
 
@@ -66,6 +66,6 @@ impl ConverterSpec {
             tables.to_vec(),
             self.limits,
         )?
-        .keyed(self.write_mode.is_keyed()))
+        .keyed(self.write_modes.iter().map(|m| m.is_keyed()).collect()))
     }
 }

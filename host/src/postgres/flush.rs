@@ -1,6 +1,7 @@
-//! The flush transaction: rows streamed into one COPY as they are converted, then the dead
-//! letters and the fenced offset moves, then COMMIT. In a keyed write mode the COPY goes into
-//! the connection's staging table and [`merge`](super::merge) applies it before the rest.
+//! The flush transaction: the first table's rows streamed into one COPY as they are converted,
+//! a COPY per other table, then the dead letters and the fenced offset moves, then COMMIT. In a
+//! keyed write mode a table's COPY goes into its staging table on the connection and
+//! [`merge`](super::merge) applies it before the rest.
 
 use std::pin::Pin;
 
@@ -10,14 +11,14 @@ use tokio_postgres::{Client, CopyInSink, Statement};
 
 use super::merge::Merge;
 use super::{connect, describe, storable_text, DbError, DeadLetter, Target};
-use crate::config::DbConfig;
+use crate::config::{DbConfig, TableConfig};
 use crate::ledger::OffsetMove;
 
 /// What one flush writes, all in one transaction.
 #[derive(Debug, Default)]
 pub struct FlushData<'a> {
-    /// COPY text chunks of the rows.
-    pub copy_chunks: &'a [Bytes],
+    /// Per table, in the sink's table order, the COPY text chunks of its rows.
+    pub copy_chunks: &'a [Vec<Bytes>],
     pub dead_letters: &'a [DeadLetter],
     /// Offset moves (synchronized delivery only; empty otherwise).
     pub offsets: &'a [OffsetMove],
@@ -25,63 +26,87 @@ pub struct FlushData<'a> {
     pub plugin: &'a str,
     /// The converter's hash, recorded with dead letters and offsets.
     pub plugin_hash: &'a str,
-    /// Whether any of the rows deletes (keyed write modes).
-    pub deletes: bool,
+    /// Per table, whether any of its rows deletes (keyed write modes); a missing entry: none.
+    pub deletes: &'a [bool],
+}
+
+/// One table's statements on the writer's connection.
+struct TableWriter {
+    target: Target,
+    /// The COPY of its rows: into the table, or into its staging table when keyed.
+    copy: Statement,
+    /// A keyed write mode's statements; `None` in append mode.
+    merge: Option<Merge>,
 }
 
 /// A connection with the statements a flush uses, prepared once.
 ///
-/// A flush is one transaction. Its COPY is *streamed*: [`stream`](Self::stream)
-/// sends rows as soon as they are converted, so PostgreSQL parses and stores
-/// them while the next batch is converted; [`finish`](Self::finish) adds the
-/// dead letters and offsets and commits. [`flush`](Self::flush) does all of it
-/// at once from buffered rows (to retry on a new connection).
+/// A flush is one transaction. The COPY of the first table is *streamed*:
+/// [`stream`](Self::stream) sends its rows as soon as they are converted, so PostgreSQL
+/// parses and stores them while the next batch is converted; [`finish`](Self::finish) COPYs
+/// the other tables' rows, applies the keyed ones, adds the dead letters and offsets and
+/// commits. [`flush`](Self::flush) does all of it at once from buffered rows (to retry on a
+/// new connection).
+///
+/// Tables are written in the sink's order (inserts: a table others reference comes first)
+/// and keyed deletes in the reverse order (a referencing row goes before the row it
+/// references).
 pub struct Writer {
     client: Client,
     /// The sink's identity: whose offsets and dead letters these are.
     sink: String,
-    target: Target,
-    /// The COPY of a flush's rows: into the table, or into the staging table when keyed.
-    copy: Statement,
-    /// A keyed write mode's statements; `None` in append mode.
-    merge: Option<Merge>,
+    /// Which table speaks for each topic's positions.
+    db: DbConfig,
+    tables: Vec<TableWriter>,
     dead_letters: Statement,
     commit_offsets: Statement,
     describe: String,
     /// A transaction is open.
     in_transaction: bool,
-    /// The COPY of the open transaction, while rows are being streamed.
+    /// The COPY of the open transaction into the first table, while rows are being streamed.
     copy_sink: Option<Pin<Box<CopyInSink<Bytes>>>>,
 }
 
 impl Writer {
-    /// Connects and prepares the flush statements of sink `sink` for `target`, written as
-    /// `db.write.mode` says (a keyed mode creates the connection's staging table, sized for
-    /// flushes of about `buffer_size` bytes).
+    /// Connects and prepares the flush statements of sink `sink` for its `targets` (in the
+    /// order of `db.tables`), each written as its write mode says (a keyed mode creates the
+    /// connection's staging table for it, sized for flushes of about `buffer_size` bytes).
     pub async fn connect(
         db: &DbConfig,
         sink: &str,
-        target: Target,
+        targets: Vec<Target>,
         buffer_size: usize,
     ) -> Result<Writer, DbError> {
         let describe = describe(db);
         let client = connect(db).await?;
         let err = |e| DbError::classify(e, &describe);
-        let merge = db
-            .write_mode
-            .is_keyed()
-            .then(|| Merge::new(&target, db.write_mode, buffer_size));
-        let copy = match &merge {
-            Some(merge) => {
-                client.batch_execute(&merge.session).await.map_err(err)?;
-                client.batch_execute(&merge.create).await.map_err(err)?;
-                client.prepare(&merge.copy).await.map_err(err)?
-            }
-            None => client
-                .prepare(&target.copy_statement())
-                .await
-                .map_err(err)?,
-        };
+        let mut tables = Vec::with_capacity(targets.len());
+        let mut session = true;
+        for (index, target) in targets.into_iter().enumerate() {
+            let merge = target
+                .write_mode
+                .is_keyed()
+                .then(|| Merge::new(&target, index, target.write_mode, buffer_size));
+            let copy = match &merge {
+                Some(merge) => {
+                    // Once, before any temporary table is used, as PostgreSQL requires.
+                    if std::mem::take(&mut session) {
+                        client.batch_execute(&merge.session).await.map_err(err)?;
+                    }
+                    client.batch_execute(&merge.create).await.map_err(err)?;
+                    client.prepare(&merge.copy).await.map_err(err)?
+                }
+                None => client
+                    .prepare(&target.copy_statement())
+                    .await
+                    .map_err(err)?,
+            };
+            tables.push(TableWriter {
+                target,
+                copy,
+                merge,
+            });
+        }
         let dead_letters = client
             .prepare(
                 "INSERT INTO pgsink.dead_letters (sink, table_schema, table_name, topic, partition,
@@ -100,9 +125,8 @@ impl Writer {
         Ok(Writer {
             client,
             sink: sink.to_string(),
-            target,
-            copy,
-            merge,
+            db: db.clone(),
+            tables,
             dead_letters,
             commit_offsets,
             describe,
@@ -111,9 +135,9 @@ impl Writer {
         })
     }
 
-    /// The target table.
-    pub fn target(&self) -> &Target {
-        &self.target
+    /// The tables, in the sink's order.
+    pub fn targets(&self) -> Vec<Target> {
+        self.tables.iter().map(|t| t.target.clone()).collect()
     }
 
     fn error(&self, e: tokio_postgres::Error) -> DbError {
@@ -131,13 +155,14 @@ impl Writer {
         Ok(())
     }
 
-    /// Sends rows into the open transaction's COPY, opening both if needed.
+    /// Sends rows of the first table into the open transaction's COPY, opening both if
+    /// needed.
     pub async fn stream(&mut self, rows: Bytes) -> Result<(), DbError> {
         self.begin().await?;
         if self.copy_sink.is_none() {
             let sink = self
                 .client
-                .copy_in::<_, Bytes>(&self.copy)
+                .copy_in::<_, Bytes>(&self.tables[0].copy)
                 .await
                 .map_err(|e| self.error(e))?;
             self.copy_sink = Some(Box::pin(sink));
@@ -162,7 +187,7 @@ impl Writer {
             let finished = sink.as_mut().finish().await;
             finished.map_err(|e| self.error(e))?;
         }
-        self.apply_staged(data.deletes).await?;
+        self.load(data.copy_chunks, data.deletes, true).await?;
         if !data.dead_letters.is_empty() {
             let d = data.dead_letters;
             let topics: Vec<&str> = d.iter().map(|l| l.topic.as_str()).collect();
@@ -178,8 +203,8 @@ impl Writer {
                 .execute(
                     &self.dead_letters,
                     &[
-                        &self.target.schema,
-                        &self.target.table,
+                        &self.tables[0].target.schema,
+                        &self.tables[0].target.table,
                         &topics,
                         &partitions,
                         &offsets,
@@ -195,8 +220,16 @@ impl Writer {
                 .await
                 .map_err(|e| self.error(e))?;
         }
-        if !data.offsets.is_empty() {
-            let o = data.offsets;
+        // One fenced move per table that speaks for some of the topics (usually one).
+        let mut groups: Vec<(&TableConfig, Vec<&OffsetMove>)> = Vec::new();
+        for m in data.offsets {
+            let table = self.db.position_table(&m.topic);
+            match groups.iter_mut().find(|(t, _)| std::ptr::eq(*t, table)) {
+                Some((_, moves)) => moves.push(m),
+                None => groups.push((table, vec![m])),
+            }
+        }
+        for (table, o) in groups {
             let topics: Vec<&str> = o.iter().map(|m| m.topic.as_str()).collect();
             let partitions: Vec<i32> = o.iter().map(|m| m.partition).collect();
             let from: Vec<i64> = o.iter().map(|m| m.from).collect();
@@ -206,8 +239,8 @@ impl Writer {
                     &self.commit_offsets,
                     &[
                         &self.sink,
-                        &self.target.schema,
-                        &self.target.table,
+                        &table.schema,
+                        &table.table,
                         &topics,
                         &partitions,
                         &from,
@@ -237,16 +270,15 @@ impl Writer {
         }
     }
 
-    /// In a new transaction, COPYs `groups` (each the rows of one message),
-    /// bisecting with savepoints around every group range PostgreSQL rejects,
-    /// until each rejected group stands alone. Returns the rejected groups
-    /// with PostgreSQL's reason; the transaction stays open for
-    /// [`finish`](Self::finish). In a keyed write mode each range is applied as it is loaded
-    /// (a merge can refuse a row too: NOT NULL, CHECK, a foreign key); ranges go left to
-    /// right, so the accepted rows are applied in their order.
+    /// In a new transaction, COPYs `groups` (each the rows of one message, as (table, rows)
+    /// pairs), bisecting with savepoints around every group range PostgreSQL rejects, until
+    /// each rejected group stands alone. Returns the rejected groups with PostgreSQL's reason;
+    /// the transaction stays open for [`finish`](Self::finish). In a keyed write mode each range
+    /// is applied as it is loaded (a merge can refuse a row too: NOT NULL, CHECK, a foreign
+    /// key); ranges go left to right, so the accepted rows are applied in their order.
     pub async fn copy_isolating(
         &mut self,
-        groups: &[Bytes],
+        groups: &[Vec<(usize, Bytes)>],
     ) -> Result<Vec<(usize, String)>, DbError> {
         self.abort().await;
         self.begin().await?;
@@ -275,43 +307,90 @@ impl Writer {
         Ok(rejected)
     }
 
-    /// In a keyed write mode, applies the staged rows to the table (`deletes`: whether any of
-    /// them deletes) and empties the staging table; nothing in append mode.
-    async fn apply_staged(&mut self, deletes: bool) -> Result<(), DbError> {
-        let Some(merge) = &self.merge else {
+    /// COPYs `chunks` into table `table` (its staging table when keyed), if there are any.
+    async fn copy(&mut self, table: usize, chunks: &[Bytes]) -> Result<(), tokio_postgres::Error> {
+        if chunks.iter().all(Bytes::is_empty) {
             return Ok(());
-        };
+        }
+        let sink = self
+            .client
+            .copy_in::<_, Bytes>(&self.tables[table].copy)
+            .await?;
+        futures_util::pin_mut!(sink);
+        for rows in chunks {
+            sink.feed(rows.clone()).await?;
+        }
+        sink.as_mut().finish().await.map(|_| ())
+    }
+
+    /// Loads `chunks` (per table) into their tables, the first table's excepted when
+    /// `streamed` (it went through [`stream`](Self::stream)): first every keyed table's rows
+    /// into its staging table, then the keyed deletes from the last table to the first
+    /// (`deletes`: per table, whether any of its rows deletes), then from the first table to
+    /// the last the staged rows applied (and emptied) or the appended rows COPYed. So a table
+    /// that others reference gets its rows before theirs, and loses its rows after theirs.
+    async fn load(
+        &mut self,
+        chunks: &[Vec<Bytes>],
+        deletes: &[bool],
+        streamed: bool,
+    ) -> Result<(), DbError> {
+        let chunks_of = |t: usize| chunks.get(t).cloned().unwrap_or_default();
+        let copied = |t: usize| t == 0 && streamed;
+        let keyed: Vec<bool> = self.tables.iter().map(|t| t.merge.is_some()).collect();
+        for t in (0..keyed.len()).filter(|&t| keyed[t] && !copied(t)) {
+            self.copy(t, &chunks_of(t))
+                .await
+                .map_err(|e| self.error(e))?;
+        }
         // Planned at every flush, not prepared: a cached plan would be the one made for the
         // first flush's row count (the staging table is never analyzed), and a join planned
         // for ten rows is wrong for a hundred thousand.
-        let deleting = deletes.then_some(&merge.delete);
-        for statement in deleting.into_iter().chain([&merge.apply, &merge.empty]) {
-            let done = self.client.execute(statement.as_str(), &[]).await;
-            done.map_err(|e| DbError::classify(e, &self.describe))?;
+        for t in (0..keyed.len()).rev() {
+            if let (Some(merge), true) = (&self.tables[t].merge, deletes.get(t) == Some(&true)) {
+                let statement = merge.delete.clone();
+                self.execute(&statement).await?;
+            }
+        }
+        for t in 0..keyed.len() {
+            match &self.tables[t].merge {
+                Some(merge) => {
+                    let (apply, empty) = (merge.apply.clone(), merge.empty.clone());
+                    self.execute(&apply).await?;
+                    self.execute(&empty).await?;
+                }
+                None if !copied(t) => {
+                    self.copy(t, &chunks_of(t))
+                        .await
+                        .map_err(|e| self.error(e))?;
+                }
+                None => {}
+            }
         }
         Ok(())
     }
 
+    async fn execute(&self, statement: &str) -> Result<(), DbError> {
+        let done = self.client.execute(statement, &[]).await;
+        done.map(|_| ()).map_err(|e| self.error(e))
+    }
+
     /// COPYs `groups` inside a savepoint (and applies them, when keyed), rolled back if
     /// PostgreSQL rejects a row.
-    async fn copy_savepoint(&mut self, groups: &[Bytes]) -> Result<(), DbError> {
+    async fn copy_savepoint(&mut self, groups: &[Vec<(usize, Bytes)>]) -> Result<(), DbError> {
         self.client
             .batch_execute("SAVEPOINT pgsink_rows")
             .await
             .map_err(|e| self.error(e))?;
-        let copied = async {
-            let sink = self.client.copy_in::<_, Bytes>(&self.copy).await?;
-            futures_util::pin_mut!(sink);
-            for rows in groups {
-                sink.feed(rows.clone()).await?;
-            }
-            sink.as_mut().finish().await
-        }
-        .await;
-        let copied = match copied {
-            Ok(_) => self.apply_staged(true).await,
-            Err(e) => Err(self.error(e)),
-        };
+        let chunks: Vec<Vec<Bytes>> = (0..self.tables.len())
+            .map(|table| {
+                let rows = groups.iter().flatten().filter(|(t, _)| *t == table);
+                rows.map(|(_, rows)| rows.clone()).collect()
+            })
+            .collect();
+        let copied = self
+            .load(&chunks, &vec![true; self.tables.len()], false)
+            .await;
         let outcome = match copied {
             Ok(_) => "RELEASE SAVEPOINT pgsink_rows",
             Err(error) => {
@@ -336,7 +415,7 @@ impl Writer {
     /// Writes rows, dead letters and offset moves in ONE transaction, from scratch.
     pub async fn flush(&mut self, data: &FlushData<'_>) -> Result<(), DbError> {
         self.abort().await;
-        for chunk in data.copy_chunks {
+        for chunk in data.copy_chunks.first().map_or(&[][..], Vec::as_slice) {
             if let Err(error) = self.stream(chunk.clone()).await {
                 self.abort().await;
                 return Err(error);

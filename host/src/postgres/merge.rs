@@ -28,8 +28,8 @@ use super::target::Target;
 use crate::config::WriteMode;
 use crate::converter::{Operation, RowRun};
 
-/// The staging table, one per connection.
-const STAGE: &str = "pg_temp.pgsink_stage";
+/// The staging table of a sink's first table; the others' are numbered (`pgsink_stage_1`, …).
+const STAGE: &str = "pgsink_stage";
 /// The staging table's column that marks a delete (`Target::resolve` refuses a sink column
 /// of this name, or the next).
 const DELETE: &str = "\"pgsink delete\"";
@@ -58,9 +58,13 @@ pub struct Merge {
 }
 
 impl Merge {
-    /// The statements for `target`, written in `mode` (a keyed one: `target.key` is not empty),
-    /// for flushes of about `buffer_size` bytes of COPY text.
-    pub fn new(target: &Target, mode: WriteMode, buffer_size: usize) -> Merge {
+    /// The statements for `target`, the sink's table number `index`, written in `mode` (a keyed
+    /// one: `target.key` is not empty), for flushes of about `buffer_size` bytes of COPY text.
+    pub fn new(target: &Target, index: usize, mode: WriteMode, buffer_size: usize) -> Merge {
+        let (stage, stage_name) = match index {
+            0 => (format!("pg_temp.{STAGE}"), STAGE.to_string()),
+            i => (format!("pg_temp.{STAGE}_{i}"), format!("{STAGE}_{i}")),
+        };
         // Staged rows take about 1.2× their COPY text as tuples, and sorting them about 2.2×
         // (measured with 8 MB flushes): four times the text, at least 32 MB, at most 1 GB.
         let memory_kb = (buffer_size / 256).clamp(32 << 10, 1 << 20);
@@ -86,25 +90,25 @@ impl Merge {
             .map(|(c, t)| format!("{c} {t}"))
             .collect();
         let create = format!(
-            "CREATE TEMPORARY TABLE IF NOT EXISTS pgsink_stage ({}, {DELETE} boolean, {SEQ} bigint) \
+            "CREATE TEMPORARY TABLE IF NOT EXISTS {stage_name} ({}, {DELETE} boolean, {SEQ} bigint) \
              ON COMMIT DELETE ROWS",
             typed.join(", ")
         );
-        let copy = format!("COPY {STAGE} ({all}, {DELETE}, {SEQ}) FROM STDIN");
+        let copy = format!("COPY {stage} ({all}, {DELETE}, {SEQ}) FROM STDIN");
         let delete = format!(
-            "DELETE FROM {table} t USING (SELECT DISTINCT {keys} FROM {STAGE} WHERE {DELETE}) d \
+            "DELETE FROM {table} t USING (SELECT DISTINCT {keys} FROM {stage} WHERE {DELETE}) d \
              WHERE {}",
             matches("t", "d")
         );
         let winners = match mode {
             WriteMode::Ignore => format!(
-                "SELECT DISTINCT ON ({keys}) * FROM {STAGE} s WHERE NOT s.{DELETE} AND NOT EXISTS \
-                 (SELECT FROM {STAGE} d WHERE d.{DELETE} AND {} AND d.{SEQ} > s.{SEQ}) \
+                "SELECT DISTINCT ON ({keys}) * FROM {stage} s WHERE NOT s.{DELETE} AND NOT EXISTS \
+                 (SELECT FROM {stage} d WHERE d.{DELETE} AND {} AND d.{SEQ} > s.{SEQ}) \
                  ORDER BY {keys}, {SEQ}",
                 matches("d", "s")
             ),
             WriteMode::Upsert | WriteMode::Append => {
-                format!("SELECT DISTINCT ON ({keys}) * FROM {STAGE} ORDER BY {keys}, {SEQ} DESC")
+                format!("SELECT DISTINCT ON ({keys}) * FROM {stage} ORDER BY {keys}, {SEQ} DESC")
             }
         };
         let others: Vec<String> = (0..columns.len() as u32)
@@ -131,7 +135,7 @@ impl Merge {
             copy,
             delete,
             apply,
-            empty: format!("DELETE FROM {STAGE}"),
+            empty: format!("DELETE FROM {stage}"),
         }
     }
 }
@@ -174,6 +178,7 @@ mod tests {
             base_types: columns.iter().map(|_| "text".to_string()).collect(),
             key: key.to_vec(),
             key_index: None,
+            write_mode: WriteMode::Append,
         }
     }
 
@@ -181,6 +186,7 @@ mod tests {
     fn upsert_updates_every_column_but_the_key() {
         let m = Merge::new(
             &target(&["id", "Name", "note"], &[0]),
+            0,
             WriteMode::Upsert,
             8_000_000,
         );
@@ -190,6 +196,7 @@ mod tests {
         );
         let big = Merge::new(
             &target(&["id", "Name", "note"], &[0]),
+            0,
             WriteMode::Upsert,
             64 << 20,
         );
@@ -223,7 +230,12 @@ mod tests {
 
     #[test]
     fn ignore_keeps_the_first_row_after_the_last_delete() {
-        let m = Merge::new(&target(&["a", "b", "v"], &[1, 0]), WriteMode::Ignore, 1024);
+        let m = Merge::new(
+            &target(&["a", "b", "v"], &[1, 0]),
+            0,
+            WriteMode::Ignore,
+            1024,
+        );
         assert!(
             m.apply.ends_with("ON CONFLICT (\"b\", \"a\") DO NOTHING"),
             "{}",
@@ -245,12 +257,24 @@ mod tests {
 
     #[test]
     fn a_table_of_key_columns_only_does_nothing_on_conflict() {
-        let m = Merge::new(&target(&["a", "b"], &[0, 1]), WriteMode::Upsert, 1024);
+        let m = Merge::new(&target(&["a", "b"], &[0, 1]), 0, WriteMode::Upsert, 1024);
         assert!(
             m.apply.ends_with("ON CONFLICT (\"a\", \"b\") DO NOTHING"),
             "{}",
             m.apply
         );
+    }
+
+    #[test]
+    fn each_table_of_a_sink_has_its_own_staging_table() {
+        let m = Merge::new(&target(&["a", "b"], &[0]), 2, WriteMode::Upsert, 1024);
+        assert!(m
+            .create
+            .starts_with("CREATE TEMPORARY TABLE IF NOT EXISTS pgsink_stage_2 ("));
+        for statement in [&m.copy, &m.delete, &m.apply, &m.empty] {
+            assert!(statement.contains("pg_temp.pgsink_stage_2"), "{statement}");
+            assert!(!statement.contains("pg_temp.pgsink_stage "), "{statement}");
+        }
     }
 
     #[test]
@@ -337,8 +361,9 @@ mod tests {
                 base_types: vec!["integer".into(), "integer".into()],
                 key: vec![0],
                 key_index: None,
+                write_mode: mode,
             };
-            let merge = Merge::new(&target, mode, 1024);
+            let merge = Merge::new(&target, 0, mode, 1024);
             let mut rows = String::new();
             let mut runs = Vec::new();
             for &(k, v) in history {

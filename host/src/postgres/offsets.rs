@@ -1,14 +1,21 @@
 //! A sink's stored offsets in `pgsink.offsets`, keyed by the sink's identity (its `name`, else
-//! its first table) rather than by a table: one sink may write several tables in one
-//! transaction, and its position is one per partition whatever it writes. The fenced move of
-//! a flush is `pgsink.commit_offsets`, in [`flush`](super::flush).
+//! its table) rather than by a table: one sink may write several tables in one transaction,
+//! and its position is one per partition whatever it writes. Each row also records the table
+//! that speaks for its topic (`first_table`: [`DbConfig::position_table`]), so that one
+//! table's position in a partition has one owner. The fenced move of a flush is
+//! `pgsink.commit_offsets`, in [`flush`](super::flush).
+//!
+//! The functions below act on the positions of one such table and the topics it speaks for
+//! (`speaks_for`); a caller runs them for each table of the sink.
+//!
+//! [`DbConfig::position_table`]: crate::config::DbConfig::position_table
 
 use std::collections::HashMap;
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use crate::config::DbConfig;
+use crate::config::TableConfig;
 
 /// The stored next offsets of `sink`'s partitions, of every topic (the caller looks up the
 /// partitions it is assigned).
@@ -28,13 +35,13 @@ pub async fn stored(
         .collect())
 }
 
-/// Makes the positions an older SQL package stored for the sink's first table (`db.table`) and
-/// the topics the sink `consumes` the sink's own, where it has none of its own yet (see
-/// `sql/install.sql`). Returns the partitions adopted.
+/// Makes the positions an older SQL package stored for `first` and the topics it speaks for
+/// the sink's own, where it has none of its own yet (see `sql/install.sql`). Returns the
+/// partitions adopted.
 pub async fn adopt(
     client: &Client,
     sink: &str,
-    first: &DbConfig,
+    first: &TableConfig,
     consumes: impl Fn(&str) -> bool,
 ) -> Result<i32, tokio_postgres::Error> {
     let marked = "sink = 'table ' || pgsink.qualified($1, $2)";
@@ -52,15 +59,15 @@ pub async fn adopt(
     Ok(row.get(0))
 }
 
-/// Deletes the stored offsets of the sink's first table (`db.table`) and the topics it
-/// `consumes` that are the sink's own, or an older package's for that table (see
-/// `sql/install.sql`): a sink that is not synchronized must not leave positions that a later
-/// synchronized start would resume from, and must not touch another sink's (two sinks may
-/// share a name across tables). Returns the rows deleted.
+/// Deletes the stored offsets of `first` and the topics it speaks for (`consumes`) that are
+/// the sink's own, or an older package's for that table (see `sql/install.sql`): a sink that
+/// is not synchronized must not leave positions that a later synchronized start would resume
+/// from, and must not touch another sink's (two sinks may share a name across tables).
+/// Returns the rows deleted.
 pub async fn drop(
     client: &Client,
     sink: &str,
-    first: &DbConfig,
+    first: &TableConfig,
     consumes: impl Fn(&str) -> bool,
 ) -> Result<u64, tokio_postgres::Error> {
     const MINE: &str = "first_table = pgsink.qualified($2, $3)
@@ -103,7 +110,7 @@ pub struct Conflict {
     pub sink: String,
     /// The table it was stored for, as `pgsink.qualified` writes it.
     pub stored_table: String,
-    /// The sink's first table, quoted the same way.
+    /// The table that speaks for the topic in the sink, quoted the same way.
     pub table: String,
     pub topic: String,
     pub partition: i32,
@@ -117,9 +124,12 @@ impl std::fmt::Display for Conflict {
         if owner == sink {
             write!(
                 f,
-                "sink {sink} stored {topic}[{partition}] for table {}, and writes {}: two sinks share this name (give each its own), or db.table changed: then start the sink over with DELETE FROM pgsink.offsets WHERE sink = {} AND first_table = {}",
+                "sink {sink} stored {topic}[{partition}] for table {}, and writes {}: two sinks share this name (give each its own), or the sink's tables changed: if only their order or topics did, move the positions with UPDATE pgsink.offsets SET first_table = {} WHERE sink = {} AND first_table = {}; if it writes a new table, start over with DELETE FROM pgsink.offsets WHERE sink = {} AND first_table = {}",
                 self.stored_table,
                 self.table,
+                literal(&self.table),
+                literal(sink),
+                literal(&self.stored_table),
                 literal(sink),
                 literal(&self.stored_table)
             )
@@ -136,14 +146,22 @@ impl std::fmt::Display for Conflict {
     }
 }
 
-/// The stored positions of the topics the sink `consumes` that conflict with it (see
-/// [`Conflict`]); the positions an older package left for its first table (`db.table`),
-/// which the sink adopts, do not.
+/// The stored positions that conflict with the sink (see [`Conflict`]) in table `first`:
+/// the sink's own positions of the topics the table speaks for (`speaks_for`) stored for
+/// another table, and another sink's positions in this table of the topics whose messages fill
+/// it (`fills`). The positions an older package left for the table, which the sink adopts, do
+/// not conflict.
+///
+/// The second rule is what sees a sink whose positions are recorded for a table this sink
+/// writes as one of its later tables (two sinks loading one topic into one table). The
+/// reverse, a sink that writes this sink's position table as one of its later tables, is
+/// seen only when both are in one file ([`crate::config`] refuses it).
 pub async fn conflicts(
     client: &Client,
     sink: &str,
-    first: &DbConfig,
-    consumes: impl Fn(&str) -> bool,
+    first: &TableConfig,
+    speaks_for: impl Fn(&str) -> bool,
+    fills: impl Fn(&str) -> bool,
 ) -> Result<Vec<Conflict>, tokio_postgres::Error> {
     let rows = client
         .query(
@@ -165,6 +183,12 @@ pub async fn conflicts(
             topic: r.get(3),
             partition: r.get(4),
         })
-        .filter(|c| consumes(&c.topic))
+        .filter(|c| {
+            if c.owner == c.sink {
+                speaks_for(&c.topic)
+            } else {
+                fills(&c.topic)
+            }
+        })
         .collect())
 }

@@ -1,4 +1,4 @@
-//! The sink's target table: its columns' types, its key and the unique index that key
+//! A table the sink writes: its columns' types, its key and the unique index that key
 //! matches.
 
 use std::collections::HashMap;
@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use tokio_postgres::Client;
 
 use super::{quote_ident, DbError};
-use crate::config::{DbConfig, WriteMode};
+use crate::config::{TableConfig, WriteMode};
 use crate::converter::{Column, Table};
 
-/// The sink's target: a table and the columns each row fills, in order.
+/// A table the sink writes and the columns each row fills, in order.
 #[derive(Debug, Clone)]
 pub struct Target {
     /// Schema name, unquoted.
@@ -30,12 +30,14 @@ pub struct Target {
     /// The unique index over exactly the key's columns (keyed write modes only: it is what
     /// `ON CONFLICT` finds), as `schema.name`.
     pub key_index: Option<String>,
+    /// How rows are applied to it.
+    pub write_mode: WriteMode,
 }
 
 impl Target {
     /// Looks the table up, checks that every configured column exists and, in a keyed write
     /// mode, that the key is loaded and has a unique index over exactly its columns.
-    pub async fn resolve(client: &Client, db: &DbConfig) -> Result<Target, DbError> {
+    pub async fn resolve(client: &Client, db: &TableConfig) -> Result<Target, DbError> {
         let (schema, table, columns) = (&db.schema, &db.table, &db.columns);
         let other = |e: tokio_postgres::Error| DbError::Other(e.to_string());
         let rows = client
@@ -204,6 +206,7 @@ impl Target {
             base_types: columns.iter().map(|c| existing[c].1.clone()).collect(),
             key,
             key_index,
+            write_mode: db.write_mode,
         })
     }
 
@@ -261,6 +264,7 @@ mod tests {
             base_types: vec!["bigint".into(), "text".into()],
             key: vec![0],
             key_index: None,
+            write_mode: WriteMode::Append,
         };
         assert_eq!(
             target.copy_statement(),

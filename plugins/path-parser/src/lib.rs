@@ -205,10 +205,20 @@ mod layout {
     pub const KEY_LOCATORS: usize = 2;
 }
 
-/// The parse-path converter: one row per message (none for a skipped tombstone), one source
-/// per column.
+/// The parse-path converter: per table, one row per message (none for a skipped tombstone),
+/// one source per column.
 #[derive(Debug, Clone)]
 pub struct PathParser {
+    /// Per table of the sink, in its order: its parser, and the topics whose messages fill it
+    /// (empty: every topic).
+    tables: Vec<(TableParser, Vec<String>)>,
+}
+
+/// The rows of one table.
+#[derive(Debug, Clone)]
+struct TableParser {
+    /// The table's index among the sink's tables.
+    table: usize,
     slots: Vec<Slot>,
     casts: Vec<Option<Cast>>,
     envelope: Envelope,
@@ -236,11 +246,44 @@ impl PathParser {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let table = Table::named(&names);
         let settings = Settings::from_iter([(SETTING, parse)]);
-        Self::with_settings(&settings, &table)
+        <Self as pgsink_guest::Converter>::configure(&settings, &[table])
     }
+}
 
+/// The settings of the table `name`: `db.json.parse` and `db.json.cast` replaced by its own
+/// (`table.NAME.json.parse`, `table.NAME.json.cast`) where it has them; and its topics
+/// (`table.NAME.topics`, comma-separated; none: every topic).
+fn table_settings(settings: &Settings, name: &str) -> (Settings, Vec<String>) {
+    let own = |key: &str| {
+        let field = key.strip_prefix("db.").unwrap_or(key);
+        settings.get(&format!("table.{name}.{field}"))
+    };
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for (key, value) in settings.iter() {
+        if key.starts_with("table.") {
+            continue;
+        }
+        let value = match key {
+            SETTING | CAST_SETTING => own(key).unwrap_or(value),
+            _ => value,
+        };
+        entries.push((key.to_string(), value.to_string()));
+    }
+    for key in [SETTING, CAST_SETTING] {
+        if let (None, Some(value)) = (settings.get(key), own(key)) {
+            entries.push((key.to_string(), value.to_string()));
+        }
+    }
+    let topics = settings
+        .get(&format!("table.{name}.topics"))
+        .map(|list| list.split(',').map(|t| t.trim().to_string()).collect())
+        .unwrap_or_default();
+    (Settings::new(entries), topics)
+}
+
+impl TableParser {
     /// A converter for `table` configured by `settings`.
-    pub fn with_settings(settings: &Settings, table: &Table) -> Result<Self, String> {
+    fn with_settings(settings: &Settings, table: &Table) -> Result<Self, String> {
         let envelope = match settings.get(ENVELOPE_SETTING).map(str::trim) {
             None | Some("none") => Envelope::None,
             Some("debezium") => Envelope::Debezium,
@@ -325,7 +368,8 @@ impl PathParser {
             ]
             .concat(),
         };
-        Ok(PathParser {
+        Ok(TableParser {
+            table: 0,
             slots,
             casts: plan.iter().map(|c| c.cast).collect(),
             envelope,
@@ -356,15 +400,37 @@ struct Image {
 
 impl pgsink_guest::Converter for PathParser {
     fn configure(settings: &Settings, tables: &[Table]) -> Result<Self, String> {
-        match tables {
-            [table] => PathParser::with_settings(settings, table),
-            _ => Err(format!(
-                "path-parser fills one table, and the sink declares {}",
-                tables.len()
-            )),
+        if let [table] = tables {
+            let (settings, topics) = table_settings(settings, &table.name);
+            let parser = TableParser::with_settings(&settings, table)?;
+            return Ok(PathParser {
+                tables: vec![(parser, topics)],
+            });
         }
+        let mut parsers = Vec::with_capacity(tables.len());
+        for (index, table) in tables.iter().enumerate() {
+            let (settings, topics) = table_settings(settings, &table.name);
+            let mut parser = TableParser::with_settings(&settings, table)
+                .map_err(|e| format!("table {}: {e}", table.name))?;
+            parser.table = index;
+            parsers.push((parser, topics));
+        }
+        Ok(PathParser { tables: parsers })
     }
 
+    /// One row per table that takes the message's topic, in table order.
+    fn convert(&mut self, message: &Message<'_>, rows: &mut RowWriter<'_>) -> Result<(), String> {
+        for (parser, topics) in &mut self.tables {
+            if topics.is_empty() || topics.iter().any(|t| t == message.topic) {
+                parser.convert(message, rows)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TableParser {
+    /// The row of `message` for this table, if any.
     fn convert(&mut self, message: &Message<'_>, rows: &mut RowWriter<'_>) -> Result<(), String> {
         let Some(value) = message.value else {
             return match self.tombstone {
@@ -396,7 +462,7 @@ impl pgsink_guest::Converter for PathParser {
     }
 }
 
-impl PathParser {
+impl TableParser {
     /// Scans the message value with the value paths; the value as text.
     fn scan_value<'v>(&mut self, value: &'v [u8]) -> Result<&'v str, String> {
         if value.is_empty() {
@@ -417,7 +483,7 @@ impl PathParser {
     /// One row of the value paths over `value`, in column order.
     fn convert_plain(&mut self, value: &[u8], rows: &mut RowWriter<'_>) -> Result<(), String> {
         let json = self.scan_value(value)?;
-        let mut row = rows.row();
+        let mut row = rows.row_for(self.table, Operation::Insert);
         for selected in &self.value.selected {
             write_selected(&mut row, json, *selected, None)?;
         }
@@ -500,7 +566,7 @@ impl PathParser {
         rows: &mut RowWriter<'_>,
     ) -> Result<(), String> {
         let key = self.scan_key(message.key)?;
-        let mut row = rows.row_for(0, operation);
+        let mut row = rows.row_for(self.table, operation);
         for (slot, cast) in self.slots.iter().zip(&self.casts) {
             let (doc, selected) = match *slot {
                 Slot::Value(i) => match image.values {

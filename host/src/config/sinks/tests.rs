@@ -78,7 +78,7 @@ fn sinks_inherit_the_top_level() {
     assert_eq!(orders.db.database, "shop");
     assert_eq!(orders.db.password.as_deref(), Some("pw"));
     assert_eq!(orders.db.sslmode, SslMode::Require);
-    assert_eq!(orders.db.table, "orders");
+    assert_eq!(orders.db.tables[0].table, "orders");
     assert_eq!(orders.delivery, Delivery::Synchronized);
     assert_eq!(orders.max_dead_letters_per_minute, Some(100));
     assert_eq!(orders.tasks, 1);
@@ -113,7 +113,7 @@ fn sinks_inherit_the_top_level() {
     assert_eq!(payments.topics, ["payments", "refunds"]);
     assert_eq!(payments.tasks, 2);
     assert_eq!(payments.db.host, "pg");
-    assert_eq!(payments.db.columns, ["id"]);
+    assert_eq!(payments.db.tables[0].columns, ["id"]);
     assert_eq!(payments.delivery, Delivery::Guaranteed);
     assert_eq!(payments.db.sslmode, SslMode::VerifyFull);
     assert_eq!(
@@ -158,7 +158,7 @@ memory.mb = 64
 "#;
     let p = process(text);
     let sink = &p.sinks[0];
-    assert_eq!(sink.db.table, "orders");
+    assert_eq!(sink.db.tables[0].table, "orders");
     assert_eq!(sink.kafka["bootstrap.servers"], "k9:9092");
     assert_eq!(sink.converter.timeout, None);
     assert_eq!(sink.converter.memory_limit, 64 << 20);
@@ -329,6 +329,19 @@ fn conflicting_sinks() {
     assert_contains(
         &process_err(&three),
         "sink[2] (name \"a\") and sink[3] (name \"b\")",
+    );
+    // Also where one writes the table after its first (its positions are the first's).
+    let later = format!(
+        "{}[[sink]]\nname = \"shop\"\ntopics = \"orders\"\ndb.database = \"shop\"\n\
+         db.username = \"sink\"\ndb.tables = [\"head\", \"orders\"]\n\
+         [sink.table.head]\ncolumns = \"id\"\njson.parse = \"/@id\"\n\
+         [sink.table.orders]\ncolumns = \"id,total\"\njson.parse = \"/@id,/@total\"\n",
+        sink("name = \"a\"")
+    );
+    assert_contains(
+        &process_err(&later),
+        "sink[1] (name \"a\") and sink[2] (name \"shop\") both load topic \"orders\" into \
+         shop.public.orders",
     );
     // A sink's positions belong to one table: one name for two tables collides too.
     assert_eq!(

@@ -12,7 +12,7 @@ fn defaults() {
     assert_eq!(c.topics, ["orders"]);
     assert_eq!(c.tasks, 1);
     assert_eq!((c.db.host.as_str(), c.db.port), ("localhost", 5432));
-    assert_eq!(c.db.schema, "public");
+    assert_eq!(c.db.tables[0].schema, "public");
     assert_eq!(c.db.password, None);
     assert_eq!(c.delivery, Delivery::Synchronized);
     assert_eq!(c.buffer_size, 8_000_000);
@@ -188,9 +188,9 @@ fn numbers() {
 #[test]
 fn lists() {
     let c = ok("db.columns = [\" Id \", \"Total Amount\"]\ndb.json.parse = \"/@id,/@t\"");
-    assert_eq!(c.db.columns, ["Id", "Total Amount"]);
+    assert_eq!(c.db.tables[0].columns, ["Id", "Total Amount"]);
     let c = ok("db.columns = \"A , b c\"\ndb.json.parse = \"/@id,/@t\"");
-    assert_eq!(c.db.columns, ["A", "b c"]);
+    assert_eq!(c.db.tables[0].columns, ["A", "b c"]);
     assert_eq!(ok("topics = \" a ,b\"").topics, ["a", "b"]);
 
     assert_eq!(
@@ -245,7 +245,7 @@ fn lists() {
         "db.columns: column `a` is listed twice"
     );
     // Names are exact: case differs, so these are two columns.
-    assert_eq!(ok("db.columns = \"a,A\"").db.columns, ["a", "A"]);
+    assert_eq!(ok("db.columns = \"a,A\"").db.tables[0].columns, ["a", "A"]);
     assert_eq!(
         err("db.columns = \"a,\""),
         "db.columns: empty column name in `a,`"
@@ -401,23 +401,23 @@ fn dead_letter_limit() {
 fn write_mode_and_key_columns() {
     let c = ok("");
     assert_eq!(
-        (c.db.write_mode, &c.db.key_columns),
+        (c.db.tables[0].write_mode, &c.db.tables[0].key_columns),
         (WriteMode::Append, &None)
     );
-    assert_eq!(c.converter.write_mode, WriteMode::Append);
+    assert_eq!(c.converter.write_modes, [WriteMode::Append]);
     let c = ok("db.write.mode = \" Upsert \"\ndb.key.columns = \"total, id\"");
-    assert_eq!(c.db.write_mode, WriteMode::Upsert);
+    assert_eq!(c.db.tables[0].write_mode, WriteMode::Upsert);
     assert_eq!(
-        c.converter.write_mode,
-        WriteMode::Upsert,
+        c.converter.write_modes,
+        [WriteMode::Upsert],
         "the converter's rows follow it"
     );
     assert_eq!(
-        c.db.key_columns.as_deref(),
+        c.db.tables[0].key_columns.as_deref(),
         Some(&["total".to_string(), "id".to_string()][..])
     );
     assert_eq!(
-        ok("db.write.mode = \"ignore\"").db.write_mode,
+        ok("db.write.mode = \"ignore\"").db.tables[0].write_mode,
         WriteMode::Ignore
     );
     assert_contains(
