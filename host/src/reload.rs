@@ -18,7 +18,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
 use crate::batch::BatchBuilder;
-use crate::config::ConverterConfig;
+use crate::config::{ConverterConfig, WriteMode};
 use crate::converter::{ConverterError, ConverterSpec, Table};
 
 /// Messages kept as the canary batch for the next reload.
@@ -183,23 +183,11 @@ impl Reloader {
         let config = (self.read_config)().map_err(ReloadError::Config)?;
         let current = self.publish.borrow().clone();
         let runtime = current.component.runtime();
+        fixed_while_running(
+            (&current.write_modes, &current.settings),
+            (&config.write_modes, &config.settings),
+        )?;
         let candidate = ConverterSpec::load_with(runtime, &config, current.version + 1)?;
-        if candidate.write_modes != current.write_modes {
-            return Err(ReloadError::Fixed("the tables' write modes"));
-        }
-        let routing = |spec: &ConverterSpec| -> Vec<(String, String)> {
-            let topics = spec
-                .settings
-                .iter()
-                .filter(|(k, _)| k.starts_with("table."));
-            topics
-                .filter(|(k, _)| k.ends_with(".topics"))
-                .cloned()
-                .collect()
-        };
-        if routing(&candidate) != routing(&current) {
-            return Err(ReloadError::Fixed("the tables' topics"));
-        }
         if candidate.component.hash() == current.component.hash()
             && candidate.settings == current.settings
             && candidate.limits == current.limits
@@ -231,7 +219,67 @@ impl Reloader {
     }
 }
 
+/// Refuses a reloaded configuration whose tables' write modes or topics differ from the
+/// running ones (each given as its write modes and converter settings): the writer's staging
+/// tables and the tables that record each topic's positions were set up for those.
+fn fixed_while_running(
+    running: (&[WriteMode], &[(String, String)]),
+    new: (&[WriteMode], &[(String, String)]),
+) -> Result<(), ReloadError> {
+    if running.0 != new.0 {
+        return Err(ReloadError::Fixed("the tables' write modes"));
+    }
+    let topics = |settings: &[(String, String)]| -> Vec<(String, String)> {
+        let tables = settings.iter().filter(|(k, _)| k.starts_with("table."));
+        tables
+            .filter(|(k, _)| k.ends_with(".topics"))
+            .cloned()
+            .collect()
+    };
+    if topics(running.1) != topics(new.1) {
+        return Err(ReloadError::Fixed("the tables' topics"));
+    }
+    Ok(())
+}
+
 fn same_file(event_path: &Path, watched: &Path) -> bool {
     event_path == watched
         || event_path.file_name() == watched.file_name() && event_path.parent() == watched.parent()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn write_modes_and_table_topics_are_fixed_while_running() {
+        let modes = [WriteMode::Upsert, WriteMode::Append];
+        let settings = pairs(&[("table.a.json.parse", "/@id"), ("table.b.topics", "x")]);
+        let running = (&modes[..], &settings[..]);
+        let paths = pairs(&[("table.a.json.parse", "/@id, /@v"), ("table.b.topics", "x")]);
+        assert!(fixed_while_running(running, (&modes, &paths)).is_ok());
+        let swapped = [WriteMode::Append, WriteMode::Upsert];
+        let error = fixed_while_running(running, (&swapped, &settings)).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("the tables' write modes cannot change"),
+            "{error}"
+        );
+        let moved = pairs(&[("table.a.json.parse", "/@id"), ("table.b.topics", "y")]);
+        let error = fixed_while_running(running, (&modes, &moved)).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("the tables' topics cannot change"),
+            "{error}"
+        );
+    }
 }

@@ -125,15 +125,10 @@ impl SinkWriter {
         shutdown: Arc<AtomicBool>,
         stats: Arc<Stats>,
     ) -> Self {
-        let keyed = writer
-            .targets()
-            .iter()
-            .map(|t| t.write_mode.is_keyed())
-            .collect();
         SinkWriter {
+            pending: Pending::new(writer.keyed()),
             config,
             writer,
-            pending: Pending::new(keyed),
             pending_epoch: 0,
             min_epoch: 0,
             streaming: true,
@@ -384,7 +379,7 @@ impl SinkWriter {
             self.pending.rows -= lines as u64;
             self.pending.dead_letters.push(letter);
         }
-        let mut accepted = vec![Vec::new(); self.writer.targets().len()];
+        let mut accepted = vec![Vec::new(); self.writer.keyed().len()];
         for (group, refused) in groups.into_iter().zip(refused) {
             if !refused {
                 for (table, rows) in group.rows {

@@ -135,6 +135,11 @@ impl Writer {
         })
     }
 
+    /// Per table, in the sink's order, whether it is written by key.
+    pub fn keyed(&self) -> Vec<bool> {
+        self.tables.iter().map(|t| t.merge.is_some()).collect()
+    }
+
     /// The tables, in the sink's order.
     pub fn targets(&self) -> Vec<Target> {
         self.tables.iter().map(|t| t.target.clone()).collect()
@@ -337,7 +342,7 @@ impl Writer {
     ) -> Result<(), DbError> {
         let chunks_of = |t: usize| chunks.get(t).cloned().unwrap_or_default();
         let copied = |t: usize| t == 0 && streamed;
-        let keyed: Vec<bool> = self.tables.iter().map(|t| t.merge.is_some()).collect();
+        let keyed = self.keyed();
         for t in (0..keyed.len()).filter(|&t| keyed[t] && !copied(t)) {
             self.copy(t, &chunks_of(t))
                 .await
